@@ -1,0 +1,89 @@
+"""Detectors as Ray Serve deployments: one thin class over any core detector.
+
+A replica loads its detector once in `__init__`. Calls carry one FrameBatch each (an ObjectRef
+at the call site, resolved from the object store by Serve); `@serve.batch` gathers the calls
+of many streams into one model call, run in a worker thread so the replica's event loop keeps
+accepting requests. Placement (resources, replicas, node labels) comes from the config tree.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import numpy as np
+from ray import serve
+
+from media_ray.catalog import BrandCatalog
+from media_ray.config import MediaRayConfig
+from media_ray.detectors import create
+from media_ray.model import FrameBatch, FrameResult
+
+log = logging.getLogger(__name__)
+
+#: detector name -> Serve deployment name
+DEPLOYMENT_NAMES: dict[str, str] = {
+    "clip": "CLIPDetector",
+    "reference": "ReferenceDetector",
+    "visual": "VisualDetector",
+}
+
+
+def deployment_name(detector: str) -> str:
+    return DEPLOYMENT_NAMES.get(detector, f"{detector.capitalize()}Detector")
+
+
+@serve.deployment
+class DetectorDeployment:
+    def __init__(self, detector: str, catalog: BrandCatalog, params: dict,
+                 max_batch_size: int, batch_wait_timeout_s: float):
+        self.detector = create(detector, catalog, params)
+        self.detect.set_max_batch_size(max_batch_size)
+        self.detect.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        log.info("%s ready with %d brands", detector, len(catalog))
+
+    async def __call__(self, batch: FrameBatch) -> list[FrameResult]:
+        return await self.detect(batch)
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+    async def detect(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
+        return await asyncio.to_thread(self._detect_together, batches)
+
+    def set_catalog(self, catalog: BrandCatalog) -> str:
+        self.detector.set_catalog(catalog)
+        return catalog.version
+
+    def _detect_together(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
+        """Run batches of the same frame size as one detector call, then split the results."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, b in enumerate(batches):
+            groups[b.frames.shape[1:]].append(i)
+        out: list[list[FrameResult]] = [[] for _ in batches]
+        for members in groups.values():
+            if len(members) == 1:
+                out[members[0]] = self.detector.detect(batches[members[0]])
+                continue
+            parts = [batches[i] for i in members]
+            joined = FrameBatch(stream_id="+".join(p.stream_id for p in parts), seq=parts[0].seq,
+                                frames=np.concatenate([p.frames for p in parts]),
+                                times=np.concatenate([p.times for p in parts]),
+                                indices=np.concatenate([p.indices for p in parts]))
+            results = self.detector.detect(joined)
+            start = 0
+            for i, p in zip(members, parts):
+                out[i] = results[start:start + len(p)]
+                start += len(p)
+        log.debug("detected %d batches, %d frames", len(batches), sum(len(b) for b in batches))
+        return out
+
+
+def detector_app(detector: str, catalog: BrandCatalog, config: MediaRayConfig) -> serve.Application:
+    """The Serve application of one detector, placed as the config says."""
+    placement = config.placement_for(detector)
+    return DetectorDeployment.options(
+        name=deployment_name(detector),
+        num_replicas=placement.replicas,
+        ray_actor_options=placement.ray_actor_options(),
+        max_ongoing_requests=placement.max_ongoing_requests,
+    ).bind(detector, catalog, config.params_for(detector),
+           placement.max_batch_size, placement.batch_wait_timeout_s)

@@ -1,0 +1,160 @@
+"""The brand catalogue: which brands to look for, with their reference images and prompts.
+
+A catalogue is a folder of `BRAND.png|jpg|jpeg|webp` reference images (RGBA keeps the mark's
+own shape; RGB is taken as is), optionally with a `brands.json` that gives each id a display
+name, aliases, text prompts and main colour, either as a list of objects with an `id` or as a
+mapping from id to object. Or it is a list of plain names, for zero-shot detectors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class CatalogError(ValueError):
+    """The catalogue cannot be used (empty, unreadable, malformed)."""
+
+
+@dataclass(frozen=True)
+class Brand:
+    id: str
+    name: str
+    aliases: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
+    colour: tuple[int, int, int] | None = None  # main colour, RGB
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)  # RGBA uint8
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The display name followed by the aliases, without repeats."""
+        return tuple(dict.fromkeys((self.name, *self.aliases)))
+
+
+def _hex_to_rgb(value: str | None) -> tuple[int, int, int] | None:
+    if not value:
+        return None
+    v = value.lstrip("#")
+    if len(v) != 6:
+        raise CatalogError(f"colour {value!r} is not a 6-digit hex value")
+    return int(v[0:2], 16), int(v[2:4], 16), int(v[4:6], 16)
+
+
+def _read_rgba(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise CatalogError(f"cannot read brand image {path}")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGRA)
+    elif img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2BGRA)
+    if img.dtype != np.uint8:  # 16-bit PNGs
+        img = (img / 257).astype(np.uint8)
+    return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+
+
+def _read_meta(folder: Path) -> dict[str, dict]:
+    path = folder / "brands.json"
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CatalogError(f"cannot read {path}: {e}") from e
+    if isinstance(raw, list):
+        try:
+            return {str(item["id"]): item for item in raw}
+        except (KeyError, TypeError) as e:
+            raise CatalogError(f"{path}: every entry of the list needs an 'id'") from e
+    if isinstance(raw, dict):
+        return {str(k): dict(v, id=k) for k, v in raw.items()}
+    raise CatalogError(f"{path}: expected a list or an object")
+
+
+class BrandCatalog:
+    """An ordered, immutable set of brands; `version` changes whenever its content does."""
+
+    def __init__(self, brands: list[Brand]):
+        if not brands:
+            raise CatalogError("the brand catalogue is empty")
+        ids = [b.id for b in brands]
+        if len(set(ids)) != len(ids):
+            raise CatalogError("brand ids repeat in the catalogue")
+        self.brands: tuple[Brand, ...] = tuple(brands)
+        h = hashlib.sha1()
+        for b in self.brands:
+            h.update(repr((b.id, b.name, b.aliases, b.prompts, b.colour)).encode())
+            if b.image is not None:
+                h.update(b.image.tobytes())
+        self.version = h.hexdigest()[:12]
+
+    def __iter__(self):
+        return iter(self.brands)
+
+    def __len__(self) -> int:
+        return len(self.brands)
+
+    def __getitem__(self, brand_id: str) -> Brand:
+        for b in self.brands:
+            if b.id == brand_id:
+                return b
+        raise KeyError(brand_id)
+
+    @property
+    def ids(self) -> list[str]:
+        return [b.id for b in self.brands]
+
+    def with_images(self) -> list[Brand]:
+        return [b for b in self.brands if b.image is not None]
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "BrandCatalog":
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CatalogError(f"brand folder {folder} does not exist or is not a folder")
+        meta = _read_meta(folder)
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        brands = []
+        for path in images:
+            info = meta.get(path.stem, {})
+            brands.append(Brand(
+                id=path.stem,
+                name=str(info.get("name") or path.stem),
+                aliases=tuple(info.get("aliases", ())),
+                prompts=tuple(info.get("prompts", ())),
+                colour=_hex_to_rgb(info.get("hex") or info.get("colour")),
+                image=_read_rgba(path),
+            ))
+        # brands.json may also name brands without an image: text-only, for zero-shot detectors
+        for brand_id, info in meta.items():
+            if not any(b.id == brand_id for b in brands):
+                brands.append(Brand(id=brand_id, name=str(info.get("name") or brand_id),
+                                    aliases=tuple(info.get("aliases", ())),
+                                    prompts=tuple(info.get("prompts", ())),
+                                    colour=_hex_to_rgb(info.get("hex") or info.get("colour"))))
+        if not brands:
+            raise CatalogError(f"brand folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) "
+                               "and no brands.json")
+        log.info("catalogue %s: %d brands, %d with images", folder, len(brands),
+                 sum(b.image is not None for b in brands))
+        return cls(brands)
+
+    @classmethod
+    def from_names(cls, names: list[str]) -> "BrandCatalog":
+        """A text-only catalogue for zero-shot use: ids are the names, lower-cased, slugged."""
+        brands = []
+        for name in names:
+            name = name.strip()
+            if name:
+                slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+                brands.append(Brand(id=slug, name=name))
+        return cls(brands)

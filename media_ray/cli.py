@@ -1,0 +1,237 @@
+"""The `media-ray` command.
+
+    media-ray analyze VIDEO... --brands DIR [--out DIR] [--fps N] [--detectors a,b] [--clip-model M]
+    media-ray bench [--seconds N] [--video PATH]
+
+The CLI checks what a user gave it (videos, brand folder, detector names, an explicitly
+requested CLIP model) before starting anything, and reports a bad input in one line with exit
+status 2. This module imports no Ray itself; the Ray layer (`actors/`) is loaded for the run.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from media_ray.catalog import BrandCatalog, CatalogError
+from media_ray.config import MediaRayConfig
+from media_ray.detectors import DetectorError, default_set, detector_class, parse_params
+from media_ray.exposure import ExposureAggregator, ExposureReport
+from media_ray.sources import SourceError, VideoInfo, probe
+
+log = logging.getLogger("media_ray")
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".ts", ".m4v", ".flv", ".mpg", ".mpeg")
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: reported in one line, exit status 2."""
+
+
+def _fail(message: str) -> NoReturn:
+    raise UsageError(message)
+
+
+def expand_videos(paths: list[str]) -> list[str]:
+    """Video paths and URLs; a folder stands for the videos in it, in name order."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(str(f) for f in path.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                _fail(f"{p}: folder holds no videos ({', '.join(VIDEO_SUFFIXES)})")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def build_config(args: argparse.Namespace) -> MediaRayConfig:
+    try:
+        config = MediaRayConfig.load(args.config)
+    except (OSError, ValueError) as e:
+        _fail(f"configuration: {str(e).splitlines()[0]}")
+    if args.fps is not None:
+        config.sampling.fps = args.fps
+    if args.batch_size is not None:
+        config.sampling.batch_size = args.batch_size
+    if args.clip_model is not None:
+        config.detectors.setdefault("clip", {})["model"] = args.clip_model
+    return config
+
+
+def choose_detectors(args: argparse.Namespace, config: MediaRayConfig) -> list[str]:
+    """The detectors named on the command line or in the config, else the default set."""
+    named = [n.strip() for n in args.detectors.split(",") if n.strip()] if args.detectors else config.detector_set
+    if named:
+        for name in named:
+            cls = detector_class(name)
+            params = parse_params(name, config.params_for(name))
+            reason = cls.unavailable_reason(params) if cls.needs_weights else None
+            if reason:
+                _fail(f"detector {name!r} cannot run: {reason}")
+        return named
+    chosen, left_out = default_set(config.detectors)
+    for name, reason in left_out.items():
+        print(f"note: {name} is not used: {reason}", file=sys.stderr)
+    return chosen
+
+
+def load_catalog(args: argparse.Namespace) -> BrandCatalog:
+    if args.brands and args.brand_names:
+        _fail("give --brands or --brand-names, not both")
+    if args.brand_names:
+        return BrandCatalog.from_names(args.brand_names.split(","))
+    if not args.brands:
+        _fail("a brand catalogue is needed: --brands DIR (reference images) or --brand-names a,b,c")
+    return BrandCatalog.from_folder(args.brands)
+
+
+def print_report(report: ExposureReport, stream=sys.stdout) -> None:
+    print(f"\n{report.video}: {report.frames_analysed} frames at {report.fps_analysed:g} frames/s", file=stream)
+    if not report.brands:
+        print("no brands found", file=stream)
+        return
+    rows = [("brand", "on screen (s)", "appearances", "largest share")]
+    for bid, b in sorted(report.brands.items(), key=lambda kv: -kv[1].exposure_s):
+        share = "-" if b.max_share is None else f"{100 * b.max_share:.1f}%"
+        rows.append((b.name if b.name == bid else f"{b.name} ({bid})", f"{b.exposure_s:.1f}",
+                     str(len(b.appearances)), share))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for n, r in enumerate(rows):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))),
+              file=stream)
+        if n == 0:
+            print("  ".join("-" * w for w in widths), file=stream)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    videos = expand_videos(args.videos)
+    infos: list[VideoInfo] = [probe(v) for v in videos]
+    catalog = load_catalog(args)
+    detectors = choose_detectors(args, config)
+    out = Path(args.out)
+    names = _unique_names([i.name for i in infos])
+
+    from tqdm import tqdm
+
+    # the Ray layer, loaded only to run
+    from actors.runtime import DeploymentFailed, DeploymentTimeout, MediaRayRuntime
+
+    print(f"analysing {len(infos)} video(s) with {', '.join(detectors)} on Ray", file=sys.stderr)
+    runtime = MediaRayRuntime(config, catalog, detectors)
+    try:
+        runtime.start()
+    except (DeploymentFailed, DeploymentTimeout) as e:
+        _fail(str(e))
+    try:
+        for info, name in zip(infos, names):
+            target = out if len(infos) == 1 else out / name
+            report = analyse_one(runtime, info, target, catalog, config, tqdm, not args.no_progress)
+            print_report(report)
+            print(f"wrote {target / 'frames.jsonl'} and {target / 'report.json'}", file=sys.stderr)
+    finally:
+        runtime.stop()
+    return 0
+
+
+def analyse_one(runtime, info: VideoInfo, target: Path, catalog: BrandCatalog,
+                config: MediaRayConfig, tqdm, progress: bool) -> ExposureReport:
+    from media_ray.output import AnalysisWriter
+
+    fps = config.sampling.fps
+    aggregator = ExposureAggregator(catalog, fps, config.exposure)
+    bar = tqdm(total=info.expected_frames(fps), unit="frame", desc=info.name, disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                          "[{rate_fmt}, elapsed {elapsed}, remaining {remaining}]")
+    with AnalysisWriter(target) as writer, bar:
+        for results in runtime.analyse(info.uri, stream_id=info.name):
+            for r in results:
+                writer.write(r)
+                aggregator.add(r)
+            bar.update(len(results))
+        report = aggregator.report(info.uri, info.duration_s)
+        writer.finish(report)
+    return report
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from media_ray.samples import write_sample
+
+    logos, clip = write_sample(args.folder)
+    print(f"wrote {clip} (with {clip.with_name(clip.stem + '.gt.json').name}) and the catalogue {logos}/")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from media_ray.bench import run_bench
+
+    return run_bench(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="media-ray", description="Find brands in video, on Ray.")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("analyze", help="analyse video files or URLs and report brand exposure")
+    a.add_argument("videos", nargs="+", help="video files, folders of videos, or http(s)/HLS URLs")
+    a.add_argument("--brands", help="brand catalogue folder: BRAND.png|jpg and an optional brands.json")
+    a.add_argument("--brand-names", help="comma-separated brand names, for zero-shot detectors")
+    a.add_argument("--out", default="out", help="output folder (default: ./out)")
+    a.add_argument("--fps", type=float, help="frames analysed per second of video (default 5)")
+    a.add_argument("--batch-size", type=int, help="frames per batch sent to the detectors")
+    a.add_argument("--detectors", help="comma-separated detector names (default: all that can run here)")
+    a.add_argument("--clip-model", help="CLIP model id or local folder (default openai/clip-vit-base-patch32)")
+    a.add_argument("--config", help="YAML configuration file")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("sample", help="write a sample clip and brand catalogue to try media-ray on")
+    s.add_argument("folder", help="where to write sample.mp4 and logos/")
+    s.set_defaults(func=cmd_sample)
+
+    b = sub.add_parser("bench", help="measure decoding, the CLIP detector alone, and the Ray pipeline")
+    b.add_argument("--video", help="video to use (default: a generated 1280x720 clip)")
+    b.add_argument("--seconds", type=float, default=12.0, help="length of the generated clip")
+    b.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video")
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--preset", default="vit-b-32", help="random CLIP size: vit-b-32 or tiny")
+    b.add_argument("--config", help="YAML configuration file")
+    b.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # Ray Serve logs its start-up at INFO on its own handler
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except (UsageError, SourceError, CatalogError, DetectorError) as e:
+        print(f"media-ray: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("media-ray: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Detectors: plain classes with one interface, a FrameBatch in and one FrameResult per frame out.
+
+They are chosen by name from `DETECTORS`, a table of import paths, so that naming a detector
+never imports the heavy libraries of the others (torch for `clip`). Adding a detector is adding
+a module with a `Detector` subclass and a line in the table.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from media_ray.catalog import BrandCatalog
+from media_ray.model import FrameBatch, FrameResult
+
+log = logging.getLogger(__name__)
+
+
+class DetectorError(ValueError):
+    """A detector that cannot be created: unknown name, bad parameters, weights that won't load."""
+
+
+class DetectorParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Detector(ABC):
+    """Finds labels in frames. Instances load their models once and are reused for every batch."""
+
+    #: the registry name, written into each Detection's `detector` field
+    name: ClassVar[str]
+    Params: ClassVar[type[DetectorParams]] = DetectorParams
+    #: whether the detector needs model weights that may be missing on a machine
+    needs_weights: ClassVar[bool] = False
+
+    def __init__(self, catalog: BrandCatalog, params: DetectorParams | None = None):
+        self.catalog = catalog
+        self.params = params if params is not None else self.Params()
+
+    @abstractmethod
+    def detect(self, batch: FrameBatch) -> list[FrameResult]:
+        """One result per frame of the batch, in the batch's order."""
+
+    def set_catalog(self, catalog: BrandCatalog) -> None:
+        """Look for a new set of brands from now on (derived features are rebuilt)."""
+        self.catalog = catalog
+
+    @classmethod
+    def unavailable_reason(cls, params: DetectorParams) -> str | None:
+        """Why this detector cannot run on this machine, or None when it can."""
+        return None
+
+
+#: detector name -> "module:Class"
+DETECTORS: dict[str, str] = {
+    "reference": "media_ray.detectors.reference:ReferenceDetector",
+    "visual": "media_ray.detectors.visual:VisualDetector",
+    "clip": "media_ray.detectors.clip:ClipDetector",
+}
+
+
+def detector_class(name: str) -> type[Detector]:
+    try:
+        target = DETECTORS[name]
+    except KeyError:
+        raise DetectorError(f"unknown detector {name!r} (known: {', '.join(sorted(DETECTORS))})") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def parse_params(name: str, params: dict[str, Any] | None) -> DetectorParams:
+    cls = detector_class(name)
+    try:
+        return cls.Params(**(params or {}))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DetectorError(f"detector {name!r}: parameter {where}: {first['msg']}") from None
+
+
+def create(name: str, catalog: BrandCatalog, params: dict[str, Any] | None = None) -> Detector:
+    """A ready detector, its model loaded."""
+    return detector_class(name)(catalog, parse_params(name, params))
+
+
+def default_set(params_by_name: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """The detectors to run when none are named: every one that can run here.
+
+    Returns the names and, for each left out, the reason.
+    """
+    chosen, left_out = [], {}
+    for name in DETECTORS:
+        cls = detector_class(name)
+        reason = cls.unavailable_reason(parse_params(name, params_by_name.get(name))) if cls.needs_weights else None
+        if reason is None:
+            chosen.append(name)
+        else:
+            left_out[name] = reason
+    return chosen, left_out

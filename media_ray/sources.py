@@ -1,0 +1,206 @@
+"""Video sources and decoding with PyAV.
+
+A source is named by a URI: a file path, `file://`, or an `http(s)://` URL (files and HLS
+playlists alike; FFmpeg follows the playlist). The scheme picks a `SourceKind` from a table,
+which holds the FFmpeg options for it. Frames are sampled at a chosen rate by presentation
+time and converted to RGB once; models that want other sizes make their own copies.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+from urllib.parse import urlparse
+
+import av
+import numpy as np
+
+from media_ray.model import FrameBatch
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or holds no video."""
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """How to open one family of URIs."""
+
+    options: dict[str, str] = field(default_factory=dict)
+    #: a local file: a read error is a broken file, not the end of a network stream
+    is_file: bool = False
+
+
+SOURCE_KINDS: dict[str, SourceKind] = {
+    "file": SourceKind(is_file=True),
+    "http": SourceKind(options={"reconnect": "1", "reconnect_streamed": "1", "rw_timeout": "15000000"}),
+    "https": SourceKind(options={"reconnect": "1", "reconnect_streamed": "1", "rw_timeout": "15000000"}),
+}
+
+
+def source_kind(uri: str) -> tuple[str, SourceKind]:
+    """The scheme of a URI (`file` for plain paths) and its kind; unknown schemes raise."""
+    scheme = urlparse(uri).scheme.lower()
+    if len(scheme) <= 1:  # a plain path, or a Windows drive letter
+        scheme = "file"
+    try:
+        return scheme, SOURCE_KINDS[scheme]
+    except KeyError:
+        raise SourceError(f"{uri}: unsupported source scheme {scheme!r} "
+                          f"(supported: {', '.join(sorted(SOURCE_KINDS))})") from None
+
+
+def _local_path(uri: str) -> str:
+    return urlparse(uri).path if uri.startswith("file://") else uri
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    uri: str
+    width: int
+    height: int
+    fps: float | None  # the source's own frame rate, where known
+    duration_s: float | None
+
+    def expected_frames(self, sample_fps: float) -> int | None:
+        if not self.duration_s:
+            return None
+        rate = min(sample_fps, self.fps) if self.fps else sample_fps
+        return max(1, int(round(self.duration_s * rate)))
+
+    @property
+    def name(self) -> str:
+        path = urlparse(self.uri).path or self.uri
+        return Path(path).stem or "stream"
+
+
+def _open(uri: str, options: dict[str, str] | None = None) -> av.container.InputContainer:
+    scheme, kind = source_kind(uri)
+    target = uri
+    if kind.is_file:
+        target = _local_path(uri)
+        p = Path(target)
+        if not p.exists():
+            raise SourceError(f"{target}: no such file")
+        if p.is_dir():
+            raise SourceError(f"{target}: is a folder, not a video")
+    try:
+        return av.open(target, options={**kind.options, **(options or {})}, timeout=20.0)
+    except av.error.FFmpegError as e:
+        raise SourceError(f"{target}: cannot open as video ({e.strerror or e})") from e
+    except OSError as e:
+        raise SourceError(f"{target}: cannot open ({e.strerror or e})") from e
+
+
+def probe(uri: str) -> VideoInfo:
+    """Open a source, check that it has a video stream, and describe it."""
+    with _open(uri) as container:
+        if not container.streams.video:
+            raise SourceError(f"{uri}: holds no video stream")
+        vs = container.streams.video[0]
+        fps = float(vs.average_rate) if vs.average_rate else None
+        duration = None
+        if vs.duration is not None and vs.time_base is not None:
+            duration = float(vs.duration * vs.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        width, height = vs.codec_context.width, vs.codec_context.height
+        if not width or not height:
+            raise SourceError(f"{uri}: the video stream has no picture size")
+        return VideoInfo(uri=uri, width=width, height=height, fps=fps, duration_s=duration)
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    t: float  # seconds from the first frame
+    index: int  # source frame number, from 0
+    rgb: np.ndarray  # (H, W, 3) uint8
+    arrival: float  # wall-clock time.time() when decoded
+
+
+def decode(uri: str, fps: float, threads: int = 0,
+           options: dict[str, str] | None = None) -> Iterator[DecodedFrame]:
+    """Decode a source, yielding frames sampled at `fps` by presentation time.
+
+    A frame is kept when its time reaches the next sampling instant, so the kept frames are
+    the first at or after each multiple of 1/fps. A network stream that ends with a read error
+    is flushed and treated as ended.
+    """
+    _, kind = source_kind(uri)
+    step = 1.0 / fps
+    with _open(uri, options) as container:
+        if not container.streams.video:
+            raise SourceError(f"{uri}: holds no video stream")
+        vs = container.streams.video[0]
+        vs.thread_type = "AUTO"
+        if threads:
+            vs.codec_context.thread_count = threads
+        rate = float(vs.average_rate) if vs.average_rate else None
+        t0: float | None = None
+        next_t = 0.0
+        index = -1
+        for frame in _frames(container, vs, kind):
+            index += 1
+            if frame.time is not None:
+                ft = float(frame.time)
+            elif rate:
+                ft = index / rate
+            else:
+                continue
+            if t0 is None:
+                t0 = ft
+            t = ft - t0
+            # half a source frame of tolerance absorbs timestamp rounding
+            slack = 0.5 / rate if rate else 1e-3
+            if t + slack < next_t:
+                continue
+            next_t = max(next_t + step, t + step - slack)
+            yield DecodedFrame(t=t, index=index, rgb=frame.to_ndarray(format="rgb24"),
+                               arrival=time.time())
+
+
+def _frames(container, stream, kind: SourceKind) -> Iterator[av.VideoFrame]:
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.error.EOFError:
+            break
+        except OSError as e:  # a network stream that dropped: keep what the decoder holds
+            if kind.is_file:
+                raise SourceError(f"read error: {e}") from e
+            log.info("stream ended with a read error (%s); flushing the decoder", e)
+            break
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError as e:
+            log.debug("skipping a corrupt packet: %s", e)
+    try:
+        yield from stream.codec_context.decode(None)
+    except av.error.EOFError:
+        pass
+
+
+def batched(frames: Iterable[DecodedFrame], stream_id: str, batch_size: int) -> Iterator[FrameBatch]:
+    """Group decoded frames into FrameBatches numbered from 0."""
+    pending: list[DecodedFrame] = []
+    seq = 0
+    for f in frames:
+        pending.append(f)
+        if len(pending) == batch_size:
+            yield _stack(stream_id, seq, pending)
+            seq += 1
+            pending = []
+    if pending:
+        yield _stack(stream_id, seq, pending)
+
+
+def _stack(stream_id: str, seq: int, frames: list[DecodedFrame]) -> FrameBatch:
+    return FrameBatch.stack(stream_id, seq, [f.rgb for f in frames], [f.t for f in frames],
+                            [f.index for f in frames], [f.arrival for f in frames])
