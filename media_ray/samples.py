@@ -49,6 +49,16 @@ def make_mark(text: str, colour: tuple[int, int, int], seed: int, size: int = 24
     return np.dstack([rgb, alpha])
 
 
+def numbered_brands(n: int) -> dict[str, tuple[str, tuple[int, int, int]]]:
+    """n made-up brands with distinct hues, for catalogues of a chosen size."""
+    out = {}
+    for i in range(n):
+        hue = np.uint8([[[int(180 * i / n), 200, 200]]])
+        r, g, b = cv2.cvtColor(hue, cv2.COLOR_HSV2RGB)[0, 0]
+        out[f"brand{i + 1:02d}"] = (f"Brand {i + 1}", (int(r), int(g), int(b)))
+    return out
+
+
 def write_catalog(folder: str | Path, brands: dict[str, tuple[str, tuple[int, int, int]]] = SAMPLE_BRANDS) -> Path:
     """Write BRAND.png marks and a brands.json; returns the folder."""
     folder = Path(folder)
