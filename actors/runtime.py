@@ -104,7 +104,7 @@ class MediaRayRuntime:
             ray.shutdown()
         else:
             for app in self._apps.values():
-                serve.delete(app, _blocking=False)
+                serve.delete(app)
         self._apps.clear()
 
     def __enter__(self) -> "MediaRayRuntime":

@@ -36,6 +36,8 @@ class StreamIngest:
         self.detectors = detectors
         self.max_in_flight = max_in_flight
         self.frames_sent = 0
+        self.frames_done = 0
+        self.peak_in_flight = 0
 
     async def run(self):
         """Yields, per FrameBatch and in order, the list of merged FrameResults."""
@@ -49,11 +51,22 @@ class StreamIngest:
                 break
             in_flight.append(asyncio.ensure_future(self._detect(batch)))
             self.frames_sent += len(batch)
+            self.peak_in_flight = max(self.peak_in_flight, len(in_flight))
             if len(in_flight) >= self.max_in_flight:
-                yield await in_flight.popleft()
+                yield await self._next(in_flight)
         while in_flight:
-            yield await in_flight.popleft()
+            yield await self._next(in_flight)
         log.info("stream %s: %d frames analysed", self.stream_id, self.frames_sent)
+
+    async def _next(self, in_flight: deque) -> list[FrameResult]:
+        results = await in_flight.popleft()
+        self.frames_done += len(results)
+        return results
+
+    def status(self) -> dict:
+        return {"stream_id": self.stream_id, "frames_sent": self.frames_sent,
+                "frames_done": self.frames_done, "peak_in_flight": self.peak_in_flight,
+                "max_in_flight": self.max_in_flight}
 
     async def _detect(self, batch: FrameBatch) -> list[FrameResult]:
         ref = ray.put(batch)
