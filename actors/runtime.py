@@ -7,6 +7,7 @@ otherwise; detectors are deployed as Serve applications named `<prefix>-<detecto
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Iterator
@@ -78,7 +79,7 @@ class MediaRayRuntime:
                 if status.status == "RUNNING":
                     pending.discard(name)
                 elif status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
-                    raise DeploymentFailed(f"{name}: {_first_line(status.message) or status.status}")
+                    raise DeploymentFailed(f"{name}: {_failure_reason(status)}")
             if pending and time.monotonic() > deadline:
                 raise DeploymentTimeout(
                     f"{', '.join(sorted(pending))} not ready after {timeout_s:.0f} s: no node offers the "
@@ -114,7 +115,11 @@ class MediaRayRuntime:
         self.stop()
 
 
-def _first_line(text: str | None) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    # Serve's messages end with the exception's own line, the one that says what went wrong
-    return lines[-1] if lines else ""
+def _failure_reason(status) -> str:
+    """The exception line of a failed deployment's message (Serve puts the whole traceback there)."""
+    for dep in status.deployments.values():
+        lines = [ln.strip() for ln in (dep.message or "").splitlines() if ln.strip()]
+        errors = [m.group(1) for ln in lines if (m := re.match(r"^[\w.]+(?:Error|Exception): (.*)", ln))]
+        if errors:
+            return errors[-1]
+    return (status.message or str(status.status)).strip().splitlines()[0]

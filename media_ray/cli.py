@@ -123,12 +123,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     # the Ray layer, loaded only to run
     from actors.runtime import DeploymentFailed, DeploymentTimeout, MediaRayRuntime
 
-    print(f"analysing {len(infos)} video(s) with {', '.join(detectors)} on Ray", file=sys.stderr)
+    if not args.verbose:  # Ray Serve sets up its logger at INFO when imported
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
     runtime = MediaRayRuntime(config, catalog, detectors)
     try:
         runtime.start()
     except (DeploymentFailed, DeploymentTimeout) as e:
         _fail(str(e))
+    print(f"analysing {len(infos)} video(s) with {', '.join(detectors)} on Ray", file=sys.stderr)
     try:
         for info, name in zip(infos, names):
             target = out if len(infos) == 1 else out / name
@@ -221,8 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # Ray Serve logs its start-up at INFO on its own handler
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except (UsageError, SourceError, CatalogError, DetectorError) as e:
