@@ -1,0 +1,410 @@
+"""The `reference` detector: each brand's reference image found in frames by local features.
+
+Keypoints (SIFT, or ORB) of every reference image are computed once per catalogue. A frame's
+keypoints are matched against all brands at once, filtered by Lowe's ratio test, and grouped
+by brand; a RANSAC homography from the reference onto the frame then gives each instance,
+which is reported only when the projected reference is a plausible view of a flat mark. After
+an instance is accepted its matches are taken out and the search repeats, so one brand may be
+found several times in a frame. Needs no model weights.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from media_ray.catalog import Brand, BrandCatalog
+from media_ray.detectors import Detector, DetectorParams
+from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceParams(DetectorParams):
+    """How references are prepared, frames matched and homographies accepted.
+
+    Lengths in pixels are at the working resolution (frames) or the reference resolution.
+    """
+
+    features: Literal["sift", "orb"] = Field(
+        "sift", description="keypoint detector and descriptor")
+    working_long_side: int = Field(
+        960, ge=64, description="frames are resized so that their long side is this for matching "
+                                "(never enlarged); boxes are mapped back to source pixels")
+    reference_long_side: int = Field(
+        400, ge=64, description="reference images are resized so that their long side is this")
+    reference_backgrounds: tuple[int, ...] = Field(
+        (255, 0, 128), min_length=1,
+        description="grey levels a reference with transparency is rendered on; the features of "
+                    "all renderings are pooled, so a mark is found on light and dark scenes alike")
+    channels: tuple[Literal["gray", "a", "b"], ...] = Field(
+        ("gray", "a", "b"), min_length=1,
+        description="pictures keypoints are found on, from CHANNELS: brightness, and the red-green "
+                    "and blue-yellow axes of CIELAB, which show a mark whose brightness is the "
+                    "scene's")
+    max_frame_features: int = Field(
+        0, ge=0, description="keypoints kept per frame, strongest first; 0 keeps all")
+    ratio: float = Field(
+        0.7, gt=0.0, le=1.0, description="Lowe's ratio: a match counts when its distance is below "
+                                          "this times the distance to the nearest keypoint of "
+                                          "another brand")
+    neighbours: int = Field(
+        8, ge=1, description="nearest reference keypoints searched for the ratio test's rival")
+    ransac_reproj_px: float = Field(
+        5.0, gt=0.0, description="RANSAC reprojection threshold at the working resolution")
+    ransac_iters: int = Field(2000, ge=10, description="RANSAC iterations at most")
+    ransac_confidence: float = Field(
+        0.995, gt=0.0, lt=1.0, description="RANSAC stops early once this sure of its best model")
+    min_inliers: int = Field(
+        8, ge=4, description="homography inliers an instance needs to be reported")
+    min_inlier_spread: float = Field(
+        0.04, ge=0.0, le=1.0, description="area of the inliers' convex hull in the reference over "
+                                          "the mark's area: matches bunched on one spot are no view")
+    max_instances: int = Field(
+        4, ge=1, description="instances of one brand reported per frame at most")
+    min_box_side_px: float = Field(
+        10.0, ge=1.0, description="shortest side of a projected box, working resolution")
+    max_frame_fraction: float = Field(
+        0.9, gt=0.0, le=1.0, description="largest share of the frame a projected mark may cover")
+    max_aspect_change: float = Field(
+        2.5, ge=1.0, description="the projected mark's aspect ratio may differ from the reference's "
+                                 "by this factor at most, either way")
+    max_perspective: float = Field(
+        2.0, ge=1.0, description="largest ratio between the homography's scale at two corners of "
+                                 "the mark (1 = no perspective)")
+    score_half_inliers: float = Field(
+        15.0, gt=0.0, description="the inlier count that scores 0.5; score = n / (n + this)")
+    cross_brand_iou: float = Field(
+        0.5, gt=0.0, le=1.0, description="of two boxes of different brands overlapping this much, "
+                                         "only the higher-scoring one is kept")
+
+
+@dataclass(frozen=True)
+class _Feature:
+    """A keypoint detector and how its descriptors are compared."""
+
+    create: Callable[[int], cv2.Feature2D]  # argument: number of features, 0 = all
+    matcher: Callable[[], cv2.DescriptorMatcher]
+
+
+FEATURES: dict[str, _Feature] = {
+    # approximate nearest neighbours (randomised k-d trees): exact search costs as much as SIFT
+    "sift": _Feature(create=lambda n: cv2.SIFT_create(nfeatures=n),
+                     matcher=lambda: cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4},
+                                                           {"checks": 64})),
+    "orb": _Feature(create=lambda n: cv2.ORB_create(nfeatures=n or 100_000),
+                    matcher=lambda: cv2.BFMatcher(cv2.NORM_HAMMING)),
+}
+
+
+@dataclass(frozen=True)
+class _Channel:
+    """One single-channel picture of an RGB image that keypoints are found on."""
+
+    convert: Callable[[np.ndarray], np.ndarray]  # uint8 RGB (H, W, 3) -> uint8 (H, W)
+    #: whether a mark on different grey backgrounds looks different in it (brightness does;
+    #: colour axes see every grey as the same neutral)
+    sees_grey: bool
+
+
+CHANNELS: dict[str, _Channel] = {
+    "gray": _Channel(convert=lambda rgb: cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), sees_grey=True),
+    "a": _Channel(convert=lambda rgb: cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)[..., 1], sees_grey=False),
+    "b": _Channel(convert=lambda rgb: cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)[..., 2], sees_grey=False),
+}
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """One brand's pooled reference keypoints."""
+
+    brand: Brand
+    points: np.ndarray  # (K, 2) float32, reference pixels
+    corners: np.ndarray  # (4, 1, 2) float32: the mark's bounds in reference pixels, clockwise
+    area: float  # of the mark's bounds, reference pixels
+
+
+@dataclass(frozen=True)
+class _Instance:
+    brand: Brand
+    inliers: int
+    box: tuple[float, float, float, float]  # working resolution
+
+
+class ReferenceDetector(Detector):
+    """Finds brands by matching their reference images' keypoints into each frame.
+
+    Score of a detection: n / (n + `score_half_inliers`) for n homography inliers, so it rises
+    with the evidence from 0 towards 1 (10 inliers give 0.4 with the default, 45 give 0.75).
+    Box: the axis-aligned bounds of the projected reference corners, clipped to the frame.
+    """
+
+    name = "reference"
+    Params = ReferenceParams
+    params: ReferenceParams
+
+    def __init__(self, catalog: BrandCatalog, params: ReferenceParams | None = None):
+        super().__init__(catalog, params)
+        feature = FEATURES[self.params.features]
+        self._frame_features = feature.create(self.params.max_frame_features)
+        self._reference_features = feature.create(0)
+        self._new_matcher = feature.matcher
+        self._build(catalog)
+
+    def set_catalog(self, catalog: BrandCatalog) -> None:
+        super().set_catalog(catalog)
+        self._build(catalog)
+
+    # references -----------------------------------------------------------------------------
+
+    def _build(self, catalog: BrandCatalog) -> None:
+        """Compute every reference's features and one matcher over them all."""
+        p = self.params
+        self._refs: list[_Reference] = []
+        descriptors, owner = [], []
+        for brand in catalog.with_images():
+            ref, desc = self._describe(brand)
+            if len(desc) < p.min_inliers:
+                log.warning("brand %s: its reference gives %d keypoints, too few to be found",
+                            brand.id, len(desc))
+                continue
+            owner.append(np.full(len(desc), len(self._refs), dtype=np.int32))
+            descriptors.append(desc)
+            self._refs.append(ref)
+        skipped = len(catalog) - len(catalog.with_images())
+        if skipped:
+            log.info("%d brands have no reference image and are not looked for", skipped)
+        self._owner = np.concatenate(owner) if owner else np.zeros(0, np.int32)
+        self._ref_points = (np.concatenate([r.points for r in self._refs])
+                            if self._refs else np.zeros((0, 2), np.float32))
+        self._matcher = self._new_matcher()
+        if descriptors:
+            self._matcher.add([np.concatenate(descriptors)])
+            self._matcher.train()
+        log.info("reference features: %d brands, %d keypoints (%s)", len(self._refs),
+                 len(self._owner), p.features)
+
+    def _describe(self, brand: Brand) -> tuple[_Reference, np.ndarray]:
+        p = self.params
+        rgba = brand.image
+        h, w = rgba.shape[:2]
+        s = p.reference_long_side / max(h, w)
+        rgba = cv2.resize(rgba, (max(1, round(w * s)), max(1, round(h * s))),
+                          interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        alpha = rgba[..., 3:].astype(np.float32) / 255.0
+        rgb = rgba[..., :3].astype(np.float32)
+        transparent = bool((alpha < 1.0).any())
+        # a margin of background lets the keypoints on the mark's outline be detected
+        pad = max(8, p.reference_long_side // 10) if transparent else 0
+        levels = p.reference_backgrounds if transparent else p.reference_backgrounds[:1]
+        points, descs = [], []
+        for n, level in enumerate(levels):
+            view = (rgb * alpha + level * (1.0 - alpha)).round().astype(np.uint8)
+            view = cv2.copyMakeBorder(view, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
+                                      value=(level, level, level))
+            for name in p.channels:
+                channel = CHANNELS[name]
+                if n > 0 and not channel.sees_grey:
+                    continue  # the same picture on every grey background
+                kps, desc = self._reference_features.detectAndCompute(channel.convert(view), None)
+                if desc is None:
+                    continue
+                points.append(np.float32([k.pt for k in kps]) - pad)
+                descs.append(desc)
+        mark = np.argwhere(alpha[..., 0] >= 0.5)
+        if len(mark):
+            (y0, x0), (y1, x1) = mark.min(0), mark.max(0) + 1
+        else:
+            x0, y0, x1, y1 = 0, 0, rgba.shape[1], rgba.shape[0]
+        corners = np.float32([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]).reshape(4, 1, 2)
+        pts = np.concatenate(points) if points else np.zeros((0, 2), np.float32)
+        desc = np.concatenate(descs) if descs else np.zeros((0, 0), np.uint8)
+        return _Reference(brand, pts, corners, float((x1 - x0) * (y1 - y0))), desc
+
+    # frames ---------------------------------------------------------------------------------
+
+    def detect(self, batch: FrameBatch) -> list[FrameResult]:
+        results = empty_results(batch)
+        if not self._refs:
+            return results
+        width, height = batch.size
+        for frame, result in zip(batch.frames, results):
+            found, scale = self._find(frame)
+            result.detections = [
+                Detection(label=inst.brand.id, score=self._score(inst.inliers),
+                          box=_to_source(inst.box, scale, width, height), detector=self.name)
+                for inst in found
+            ]
+        return results
+
+    def _score(self, inliers: int) -> float:
+        return inliers / (inliers + self.params.score_half_inliers)
+
+    def _find(self, rgb: np.ndarray) -> tuple[list[_Instance], float]:
+        """The instances in one frame, boxes at the working resolution, and that scale."""
+        p = self.params
+        h, w = rgb.shape[:2]
+        scale = min(1.0, p.working_long_side / max(h, w))
+        if scale < 1.0:
+            rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        points, descs = [], []
+        for name in p.channels:
+            kps, desc = self._frame_features.detectAndCompute(CHANNELS[name].convert(rgb), None)
+            if desc is not None:
+                points.append(np.float32([k.pt for k in kps]))
+                descs.append(desc)
+        if sum(len(d) for d in descs) < p.min_inliers:
+            return [], scale
+        frame_pts, desc = np.concatenate(points), np.concatenate(descs)
+        shape = rgb.shape[:2]
+        query, train = self._ratio_matches(desc)
+        found: list[_Instance] = []
+        owners = self._owner[train]
+        for r in np.unique(owners):
+            sel = owners == r
+            if sel.sum() >= p.min_inliers:
+                found += self._instances(self._refs[r], self._ref_points[train[sel]],
+                                         frame_pts[query[sel]], shape)
+        return _suppress_across_brands(found, p.cross_brand_iou), scale
+
+    def _ratio_matches(self, desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame keypoint and reference keypoint indices of the matches passing the ratio test.
+
+        Lowe's test is taken between brands: a frame keypoint's nearest reference keypoint
+        counts when it is nearer than `ratio` times the nearest keypoint of another brand
+        among the `neighbours` nearest (the farthest of them when all are of one brand). The
+        rival is not the same brand's second best, because marks repeat their own shapes
+        (stripes, arches, letters) and every reference is rendered several times: those are
+        left to RANSAC.
+        """
+        p = self.params
+        k = min(p.neighbours, len(self._owner))
+        knn = [m for m in self._matcher.knnMatch(desc, k=k) if len(m) == k]
+        if not knn:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        query = np.array([m[0].queryIdx for m in knn], dtype=np.int64)
+        train = np.array([[n.trainIdx for n in m] for m in knn], dtype=np.int64)
+        dist = np.array([[n.distance for n in m] for m in knn], dtype=np.float32)
+        other = self._owner[train] != self._owner[train[:, :1]]
+        rival = np.where(other.any(1), dist[np.arange(len(dist)), other.argmax(1)], dist[:, -1])
+        ok = dist[:, 0] < p.ratio * rival if k > 1 else np.ones(len(query), bool)
+        return query[ok], train[ok, 0]
+
+    def _instances(self, ref: _Reference, src: np.ndarray, dst: np.ndarray,
+                   shape: tuple[int, int]) -> list[_Instance]:
+        """Every plausible instance of one brand among its matches, strongest first."""
+        p = self.params
+        found: list[_Instance] = []
+        # a rejected consensus is taken out too, so a spurious one can't hide a real instance
+        for _ in range(2 * p.max_instances):
+            if len(found) == p.max_instances or len(src) < p.min_inliers:
+                break
+            H, mask = cv2.findHomography(src, dst, cv2.RANSAC, p.ransac_reproj_px,
+                                         maxIters=p.ransac_iters,
+                                         confidence=p.ransac_confidence)
+            if H is None or mask is None:
+                break
+            inl = mask.ravel().astype(bool)
+            n = int(inl.sum())
+            if n < p.min_inliers:
+                break
+            quad = cv2.perspectiveTransform(ref.corners, H).reshape(4, 2) if _finite(H) else None
+            reason = self._implausible(ref, H, quad, src[inl], shape)
+            keep = ~inl
+            if reason is None:
+                x0, y0 = quad.min(0)
+                x1, y1 = quad.max(0)
+                box = (max(0.0, float(x0)), max(0.0, float(y0)),
+                       min(float(shape[1]), float(x1)), min(float(shape[0]), float(y1)))
+                found.append(_Instance(ref.brand, n, box))
+                # matches inside an accepted mark belong to it, inliers or not
+                keep &= ~_inside(ref, H, dst)
+            else:
+                log.debug("brand %s: %d inliers rejected: %s", ref.brand.id, n, reason)
+            src, dst = src[keep], dst[keep]
+        return found
+
+    def _implausible(self, ref: _Reference, H: np.ndarray, quad: np.ndarray | None,
+                     inlier_src: np.ndarray, shape: tuple[int, int]) -> str | None:
+        """Why a homography is no view of the flat mark, or None when it is plausible."""
+        p = self.params
+        if quad is None or not np.isfinite(quad).all():
+            return "degenerate homography"
+        # the homogeneous scale at the corners: positive for a view in front of the camera,
+        # and its spread measures perspective
+        c = ref.corners.reshape(4, 2)
+        wz = H[2, 0] * c[:, 0] + H[2, 1] * c[:, 1] + H[2, 2]
+        if not ((wz > 0).all() or (wz < 0).all()):
+            return "mark crosses the horizon"
+        wz = np.abs(wz)
+        if wz.max() > p.max_perspective * wz.min():
+            return "too much perspective"
+        if not _convex(quad):
+            return "not a convex quadrilateral"
+        x0, y0 = quad.min(0)
+        x1, y1 = quad.max(0)
+        if min(x1 - x0, y1 - y0) < p.min_box_side_px:
+            return "too small"
+        area = _polygon_area(quad)
+        if area > p.max_frame_fraction * shape[0] * shape[1]:
+            return "too large"
+        ref_aspect = (c[1, 0] - c[0, 0]) / (c[3, 1] - c[0, 1])
+        top, right, bottom, left = (np.linalg.norm(quad[(i + 1) % 4] - quad[i]) for i in range(4))
+        aspect = (top + bottom) / max(left + right, 1e-6)
+        change = aspect / ref_aspect
+        if not (1.0 / p.max_aspect_change <= change <= p.max_aspect_change):
+            return "aspect ratio changed"
+        hull = cv2.convexHull(inlier_src.reshape(-1, 1, 2))
+        if cv2.contourArea(hull) < p.min_inlier_spread * ref.area:
+            return "inliers bunched together"
+        return None
+
+
+def _finite(H: np.ndarray) -> bool:
+    return bool(np.isfinite(H).all()) and abs(float(np.linalg.det(H))) > 1e-12
+
+
+def _inside(ref: _Reference, H: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Which frame points lie on the mark that H projects (mapped back into the reference)."""
+    back = cv2.perspectiveTransform(dst.reshape(-1, 1, 2), np.linalg.inv(H)).reshape(-1, 2)
+    (x0, y0), (x1, y1) = ref.corners[0, 0], ref.corners[2, 0]
+    return (back[:, 0] >= x0) & (back[:, 0] <= x1) & (back[:, 1] >= y0) & (back[:, 1] <= y1)
+
+
+def _convex(quad: np.ndarray) -> bool:
+    """Whether the quadrilateral turns the same way at every corner (so is convex, not crossed)."""
+    edges = np.roll(quad, -1, axis=0) - quad
+    turns = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    return bool((turns > 0).all() or (turns < 0).all())
+
+
+def _polygon_area(quad: np.ndarray) -> float:
+    x, y = quad[:, 0], quad[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _suppress_across_brands(found: list[_Instance], iou: float) -> list[_Instance]:
+    """The instances, strongest first, without those overlapping a stronger one of another brand."""
+    kept: list[_Instance] = []
+    for inst in sorted(found, key=lambda i: -i.inliers):
+        if all(k.brand.id == inst.brand.id or _iou(k.box, inst.box) < iou for k in kept):
+            kept.append(inst)
+    return kept
+
+
+def _to_source(box: tuple[float, float, float, float], scale: float,
+               width: int, height: int) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (v / scale for v in box)
+    return (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
