@@ -181,6 +181,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from media_ray.evaluation import run_eval
+
+    return run_eval(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from media_ray.bench import run_bench
 
@@ -208,6 +214,15 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="write a sample clip and brand catalogue to try media-ray on")
     s.add_argument("folder", help="where to write sample.mp4 and logos/")
     s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="score detectors on clips with ground truth (NAME.mp4 + NAME.gt.json)")
+    e.add_argument("clips", nargs="+", help="clips with a NAME.gt.json beside them, or folders of them")
+    e.add_argument("--brands", required=True, help="brand catalogue folder")
+    e.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video")
+    e.add_argument("--detectors", help="comma-separated detector names (default: the default set)")
+    e.add_argument("--out", help="keep each clip's frames.jsonl and report.json under this folder")
+    e.add_argument("--config", help="YAML configuration file")
+    e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="measure decoding, the CLIP detector alone, and the Ray pipeline")
     b.add_argument("--video", help="video to use (default: a generated 1280x720 clip)")
