@@ -16,7 +16,7 @@ from ray import serve
 
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig
-from media_ray.detectors import create
+from media_ray.detectors import create, set_compute_threads
 from media_ray.model import FrameBatch, FrameResult
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,10 @@ def deployment_name(detector: str) -> str:
 @serve.deployment
 class DetectorDeployment:
     def __init__(self, detector: str, catalog: BrandCatalog, params: dict,
-                 max_batch_size: int, batch_wait_timeout_s: float):
+                 max_batch_size: int, batch_wait_timeout_s: float, threads: int = 0):
+        set_compute_threads(threads)
         self.detector = create(detector, catalog, params)
+        set_compute_threads(threads)  # again: creating it may have imported torch
         self.detect.set_max_batch_size(max_batch_size)
         self.detect.set_batch_wait_timeout_s(batch_wait_timeout_s)
         log.info("%s ready with %d brands", detector, len(catalog))
@@ -86,4 +88,4 @@ def detector_app(detector: str, catalog: BrandCatalog, config: MediaRayConfig) -
         ray_actor_options=placement.ray_actor_options(),
         max_ongoing_requests=placement.max_ongoing_requests,
     ).bind(detector, catalog, config.params_for(detector),
-           placement.max_batch_size, placement.batch_wait_timeout_s)
+           placement.max_batch_size, placement.batch_wait_timeout_s, placement.threads)

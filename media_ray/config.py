@@ -37,6 +37,8 @@ class PlacementConfig(BaseModel):
     max_batch_size: int = Field(4, ge=1, description="FrameBatches per model call (@serve.batch)")
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_ongoing_requests: int = Field(16, ge=1)
+    threads: int = Field(0, ge=0, description="compute threads of a replica (torch, OpenCV); 0: all cores "
+                                              "of its node. Lower it where many replicas share a node")
 
     def ray_actor_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}

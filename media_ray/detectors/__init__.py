@@ -62,6 +62,25 @@ DETECTORS: dict[str, str] = {
 }
 
 
+def set_compute_threads(threads: int) -> int:
+    """Threads for the numeric libraries of this process (0: all cores); returns the number set.
+
+    Ray sets OMP_NUM_THREADS to an actor's CPU reservation, which starves a detector reserved
+    at a fraction of a CPU; a replica states its own.
+    """
+    import os
+    import sys
+
+    import cv2
+
+    n = threads or os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    cv2.setNumThreads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return n
+
+
 def detector_class(name: str) -> type[Detector]:
     """The class of a registered detector, or of one named by its import path `module:Class`
     (a detector of the user's own, with no change to the table)."""
