@@ -226,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="measure decoding, the CLIP detector alone, and the Ray pipeline")
     b.add_argument("--video", help="video to use (default: a generated 1280x720 clip)")
-    b.add_argument("--seconds", type=float, default=12.0, help="length of the generated clip")
+    b.add_argument("--seconds", type=float, default=20.0, help="length of the generated clip")
     b.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video")
     b.add_argument("--batch-size", type=int, default=8)
     b.add_argument("--preset", default="vit-b-32", help="random CLIP size: vit-b-32 or tiny")
