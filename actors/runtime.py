@@ -2,7 +2,9 @@
 
 `MediaRayRuntime` is what the CLI and notebooks use to analyse sources on Ray. It starts a
 local Ray when the config says `address: local` (the default) and connects to a cluster
-otherwise; detectors are deployed as Serve applications named `<prefix>-<detector>`.
+otherwise; each detector is a Serve application named `<prefix>-<detector>`, and a tiered
+detector has one application per tier, `<prefix>-<detector>-<tier>`, each placed by its
+tier's node label.
 """
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Iterator
 
 import ray
 from ray import serve
 
 from actors.stream_ingest import StreamIngest
-from deployments.detectors import detector_app
+from deployments.detectors import app_name, detector_app
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig
 from media_ray.model import FrameResult
@@ -32,65 +35,94 @@ class DeploymentFailed(RuntimeError):
     """A detector deployment that failed to start (its replicas raised)."""
 
 
+@dataclass(frozen=True)
+class DetectorApp:
+    detector: str
+    tier: str | None
+    name: str
+
+
+def plan_apps(config: MediaRayConfig, detectors: list[str], tiers: list[str] | None = None) -> list[DetectorApp]:
+    """The Serve applications that run `detectors`: one each, or one per tier for tiered ones."""
+    prefix = config.ray.app_prefix
+    apps = []
+    for d in detectors:
+        if tiers and d in config.live.tiered_detectors:
+            apps.extend(DetectorApp(d, t, app_name(prefix, d, t)) for t in tiers)
+        else:
+            apps.append(DetectorApp(d, None, app_name(prefix, d)))
+    return apps
+
+
+def connect_ray(config: MediaRayConfig) -> bool:
+    """Start or join Ray as the config says; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=config.ray.address, namespace=config.ray.namespace,
+             include_dashboard=config.ray.dashboard, log_to_driver=False,
+             logging_level=logging.ERROR, configure_logging=False)
+    return True
+
+
+def wait_for_apps(names: list[str], timeout_s: float) -> None:
+    """Wait until the Serve applications run; a failed one or the time-out raises."""
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        apps = serve.status().applications
+        for name in list(pending):
+            status = apps.get(name)
+            if status is None:
+                continue
+            if status.status == "RUNNING":
+                pending.discard(name)
+            elif status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise DeploymentFailed(f"{name}: {_failure_reason(status)}")
+        if pending and time.monotonic() > deadline:
+            raise DeploymentTimeout(
+                f"{', '.join(sorted(pending))} not ready after {timeout_s:.0f} s: no node offers the "
+                "resources or labels its placement asks for (see `placement` in the config)")
+        if pending:
+            time.sleep(0.2)
+
+
 class MediaRayRuntime:
-    def __init__(self, config: MediaRayConfig, catalog: BrandCatalog, detectors: list[str]):
+    def __init__(self, config: MediaRayConfig, catalog: BrandCatalog, detectors: list[str],
+                 tiers: list[str] | None = None):
         self.config = config
         self.catalog = catalog
         self.detectors = list(detectors)
+        self.apps = plan_apps(config, self.detectors, tiers)
         self._started_ray = False
-        self._apps: dict[str, str] = {}
+        self._deployed: list[str] = []
 
-    def app_name(self, detector: str) -> str:
-        return f"{self.config.ray.app_prefix}-{detector}"
+    def app_name(self, detector: str, tier: str | None = None) -> str:
+        return app_name(self.config.ray.app_prefix, detector, tier)
 
-    def start(self) -> "MediaRayRuntime":
+    def start(self, http: bool = False) -> "MediaRayRuntime":
+        """Deploy the detectors and wait for the untiered ones (tiers may stay pending: a
+        stream then falls back to another tier)."""
         try:
-            self._start()
+            self._started_ray = connect_ray(self.config)
+            if http:
+                serve.start(http_options={"host": self.config.http.host, "port": self.config.http.port})
+            else:
+                serve.start(proxy_location="Disabled")
+            targets = [serve.RunTarget(detector_app(a.detector, self.catalog, self.config, a.tier),
+                                       name=a.name, route_prefix=None) for a in self.apps]
+            serve.run_many(targets, wait_for_ingress_deployment_creation=False,
+                           wait_for_applications_running=False)
+            self._deployed = [a.name for a in self.apps]
+            wait_for_apps([a.name for a in self.apps if a.tier is None], self.config.pipeline.ready_timeout_s)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start(self) -> None:
-        if not ray.is_initialized():
-            ray.init(address=self.config.ray.address, namespace=self.config.ray.namespace,
-                     include_dashboard=self.config.ray.dashboard, log_to_driver=False,
-                     logging_level=logging.ERROR, configure_logging=False)
-            self._started_ray = True
-        serve.start(proxy_location="Disabled")
-        targets = []
-        for name in self.detectors:
-            self._apps[name] = self.app_name(name)
-            targets.append(serve.RunTarget(detector_app(name, self.catalog, self.config),
-                                           name=self._apps[name], route_prefix=None))
-        serve.run_many(targets, wait_for_ingress_deployment_creation=False,
-                       wait_for_applications_running=False)
-        self.wait_ready(self.config.pipeline.ready_timeout_s)
-
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        pending = set(self._apps.values())
-        while pending:
-            apps = serve.status().applications
-            for name in list(pending):
-                status = apps.get(name)
-                if status is None:
-                    continue
-                if status.status == "RUNNING":
-                    pending.discard(name)
-                elif status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
-                    raise DeploymentFailed(f"{name}: {_failure_reason(status)}")
-            if pending and time.monotonic() > deadline:
-                raise DeploymentTimeout(
-                    f"{', '.join(sorted(pending))} not ready after {timeout_s:.0f} s: no node offers the "
-                    "resources or labels its placement asks for (see `placement` in the config)")
-            if pending:
-                time.sleep(0.2)
-
     def analyse(self, uri: str, stream_id: str | None = None) -> Iterator[list[FrameResult]]:
         """Frame results of one source, batch by batch, in time order."""
         stream_id = stream_id or uuid.uuid4().hex[:8]
-        handles = {name: serve.get_app_handle(app) for name, app in self._apps.items()}
+        handles = {a.detector: serve.get_app_handle(a.name) for a in self.apps if a.tier is None}
         ingest = StreamIngest.options(**self.config.placement_for("ingest").ray_actor_options()).remote(
             stream_id, uri, self.config.sampling, handles, self.config.pipeline.max_in_flight)
         try:
@@ -103,10 +135,10 @@ class MediaRayRuntime:
         if self._started_ray:
             # the whole local Ray goes, Serve with it
             ray.shutdown()
-        else:
-            for app in self._apps.values():
-                serve.delete(app)
-        self._apps.clear()
+        elif ray.is_initialized():
+            for name in self._deployed:
+                serve.delete(name)
+        self._deployed.clear()
 
     def __enter__(self) -> "MediaRayRuntime":
         return self.start()

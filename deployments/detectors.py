@@ -12,6 +12,7 @@ import logging
 from collections import defaultdict
 
 import numpy as np
+import ray
 from ray import serve
 
 from media_ray.catalog import BrandCatalog
@@ -29,8 +30,19 @@ DEPLOYMENT_NAMES: dict[str, str] = {
 }
 
 
+#: the named actor that holds the live catalogue (see actors/registry.py)
+CATALOG_SOURCE = "media-ray-registry"
+
+
 def deployment_name(detector: str) -> str:
-    return DEPLOYMENT_NAMES.get(detector, f"{detector.capitalize()}Detector")
+    base = detector.rsplit(":", 1)[-1]  # a detector named by import path: its class name
+    return DEPLOYMENT_NAMES.get(detector, base if base.endswith("Detector") else f"{base.capitalize()}Detector")
+
+
+def app_name(prefix: str, detector: str, tier: str | None = None) -> str:
+    """The Serve application of one detector (of one tier)."""
+    slug = detector.rsplit(":", 1)[-1].lower()
+    return f"{prefix}-{slug}" + (f"-{tier}" if tier else "")
 
 
 @serve.deployment
@@ -40,20 +52,30 @@ class DetectorDeployment:
         set_compute_threads(threads)
         self.detector = create(detector, catalog, params)
         set_compute_threads(threads)  # again: creating it may have imported torch
+        self._catalog_lock = asyncio.Lock()
+        self._namespace = ray.get_runtime_context().namespace
         self.detect.set_max_batch_size(max_batch_size)
         self.detect.set_batch_wait_timeout_s(batch_wait_timeout_s)
         log.info("%s ready with %d brands", detector, len(catalog))
 
     async def __call__(self, batch: FrameBatch) -> list[FrameResult]:
+        if batch.catalog_version and batch.catalog_version != self.detector.catalog.version:
+            await self._refresh_catalog(batch.catalog_version)
         return await self.detect(batch)
+
+    async def _refresh_catalog(self, version: str) -> None:
+        """Brands changed while running: take the catalogue the batch was sent with."""
+        async with self._catalog_lock:
+            if self.detector.catalog.version == version:
+                return
+            registry = ray.get_actor(CATALOG_SOURCE, namespace=self._namespace)
+            catalog = await registry.catalog.remote()
+            await asyncio.to_thread(self.detector.set_catalog, catalog)
+            log.info("catalogue %s -> %s (%d brands)", version, catalog.version, len(catalog))
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def detect(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
         return await asyncio.to_thread(self._detect_together, batches)
-
-    def set_catalog(self, catalog: BrandCatalog) -> str:
-        self.detector.set_catalog(catalog)
-        return catalog.version
 
     def _detect_together(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
         """Run batches of the same frame size as one detector call, then split the results."""
@@ -79,9 +101,10 @@ class DetectorDeployment:
         return out
 
 
-def detector_app(detector: str, catalog: BrandCatalog, config: MediaRayConfig) -> serve.Application:
-    """The Serve application of one detector, placed as the config says."""
-    placement = config.placement_for(detector)
+def detector_app(detector: str, catalog: BrandCatalog, config: MediaRayConfig,
+                 tier: str | None = None) -> serve.Application:
+    """The Serve application of one detector (of one tier), placed as the config says."""
+    placement = config.placement_for(detector, tier)
     return DetectorDeployment.options(
         name=deployment_name(detector),
         num_replicas=placement.replicas,

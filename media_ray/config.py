@@ -67,6 +67,38 @@ class StoreConfig(BaseModel):
     history: int = Field(100_000, ge=1, description="frame records kept per stream")
 
 
+class HttpConfig(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: base URL clients reach the app at, for links in the API (default http://host:port)
+    public_url: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+class LiveConfig(BaseModel):
+    """Streams analysed as they arrive (`media-ray serve`)."""
+
+    rtmp_host: str = Field("127.0.0.1", description="interface the RTMP listeners bind")
+    rtmp_public_host: str | None = Field(None, description="host in publish URLs (default rtmp_host)")
+    rtmp_ports: tuple[int, int] = Field((1935, 1954), description="first and last port for RTMP listeners, "
+                                                                 "one per stream being published")
+    hls_dir: str = Field("", description="where streams' HLS playback is written (default: a temp folder)")
+    hls_segment_s: float = Field(1.0, gt=0)
+    queue_frames: int = Field(8, ge=1, description="frames waiting for the detectors before the oldest "
+                                                   "are dropped")
+    fps: float = Field(2.0, gt=0, description="frames analysed per second of a live stream")
+    batch_size: int = Field(2, ge=1, description="frames per FrameBatch of a live stream")
+    tiers: list[str] = Field(default_factory=list, description="tiers of the tiered detectors, in the "
+                                                               "default order a stream takes them")
+    tiered_detectors: list[str] = Field(default_factory=lambda: ["clip"])
+    tier_label: str = Field("media-ray.io/tier", description="node label a tier's placement selects")
+    detectors: list[str] | None = Field(None, description="detectors of a stream that names none "
+                                                          "(default: the default set)")
+
+
 class RayConfig(BaseModel):
     address: str = "local"
     namespace: str = "media-ray"
@@ -89,6 +121,8 @@ class MediaRayConfig(BaseSettings):
     exposure: ExposureConfig = Field(default_factory=ExposureConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
@@ -107,7 +141,17 @@ class MediaRayConfig(BaseSettings):
         data.update(overrides)
         return cls(**data)
 
-    def placement_for(self, detector: str) -> PlacementConfig:
+    def placement_for(self, detector: str, tier: str | None = None) -> PlacementConfig:
+        """Placement of a detector (of one tier: `placement["clip@lan"]`), else `default`.
+
+        A tier without a placement of its own selects nodes whose tier label is the tier.
+        """
+        if tier is not None:
+            key = f"{detector}@{tier}"
+            if key in self.placement:
+                return self.placement[key]
+            base = self.placement.get(detector) or self.placement.get("default", PlacementConfig())
+            return base.model_copy(update={"label_selector": {self.live.tier_label: tier}})
         if detector in self.placement:
             return self.placement[detector]
         return self.placement.get("default", PlacementConfig())

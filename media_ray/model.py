@@ -27,6 +27,8 @@ class FrameBatch:
     times: np.ndarray
     indices: np.ndarray
     arrival: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: the brand catalogue the frames are to be matched against; "" for the one a detector has
+    catalog_version: str = ""
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
@@ -44,11 +46,13 @@ class FrameBatch:
 
     @classmethod
     def stack(cls, stream_id: str, seq: int, frames: list[np.ndarray], times: list[float],
-              indices: list[int], arrival: list[float] | None = None) -> "FrameBatch":
+              indices: list[int], arrival: list[float] | None = None,
+              catalog_version: str = "") -> "FrameBatch":
         return cls(stream_id=stream_id, seq=seq, frames=np.stack(frames),
                    times=np.asarray(times, dtype=np.float64),
                    indices=np.asarray(indices, dtype=np.int64),
-                   arrival=np.asarray(arrival if arrival is not None else [], dtype=np.float64))
+                   arrival=np.asarray(arrival if arrival is not None else [], dtype=np.float64),
+                   catalog_version=catalog_version)
 
 
 Box = tuple[float, float, float, float]
