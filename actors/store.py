@@ -1,0 +1,119 @@
+"""The results store shared across a Ray cluster.
+
+The embedded store is a `MemoryStore` hosted by one named actor, `ResultStoreActor`; every
+process that needs it (ingest actors, the API ingress) calls `connect_store(config)` and gets
+an `ActorStore`, a client with the `ResultStore` interface. With `kind: redis` the same call
+returns a `RedisStore` and no actor is involved, so callers never care which one they have.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import ray
+
+from media_ray.config import StoreConfig
+from media_ray.store import MemoryStore, RedisStore, ResultStore
+
+log = logging.getLogger(__name__)
+
+#: concurrent calls the store actor serves; each waiting `follow` (one per WebSocket) holds one
+MAX_CONCURRENT_CALLS = 1000
+
+
+@ray.remote(num_cpus=0)
+class ResultStoreActor:
+    """Hosts the embedded store; its methods are MemoryStore's, run on the actor's event loop."""
+
+    def __init__(self, config: StoreConfig):
+        self.store = MemoryStore(config.history)
+
+    async def append(self, stream_id: str, records: list[dict[str, Any]]) -> None:
+        await self.store.append(stream_id, records)
+
+    async def history(self, stream_id: str, since: float | None, limit: int) -> list[dict[str, Any]]:
+        return await self.store.history(stream_id, since, limit)
+
+    async def follow(self, stream_id: str, cursor: str | None, timeout_s: float,
+                     limit: int) -> tuple[list[dict[str, Any]], str]:
+        return await self.store.follow(stream_id, cursor, timeout_s, limit)
+
+    async def put_meta(self, stream_id: str, meta: dict[str, Any]) -> None:
+        await self.store.put_meta(stream_id, meta)
+
+    async def get_meta(self, stream_id: str) -> dict[str, Any] | None:
+        return await self.store.get_meta(stream_id)
+
+    async def streams(self) -> list[str]:
+        return await self.store.streams()
+
+    async def delete(self, stream_id: str) -> None:
+        await self.store.delete(stream_id)
+
+
+class ActorStore(ResultStore):
+    """A client of a ResultStoreActor. Picklable: it may be passed to other actors."""
+
+    def __init__(self, actor: ray.actor.ActorHandle):
+        self.actor = actor
+
+    async def append(self, stream_id: str, records: list[dict[str, Any]]) -> None:
+        await self.actor.append.remote(stream_id, records)
+
+    async def history(self, stream_id: str, since: float | None = None,
+                      limit: int = 1000) -> list[dict[str, Any]]:
+        return await self.actor.history.remote(stream_id, since, limit)
+
+    async def follow(self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0,
+                     limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
+        return await self.actor.follow.remote(stream_id, cursor, timeout_s, limit)
+
+    async def put_meta(self, stream_id: str, meta: dict[str, Any]) -> None:
+        await self.actor.put_meta.remote(stream_id, meta)
+
+    async def get_meta(self, stream_id: str) -> dict[str, Any] | None:
+        return await self.actor.get_meta.remote(stream_id)
+
+    async def streams(self) -> list[str]:
+        return await self.actor.streams.remote()
+
+    async def delete(self, stream_id: str) -> None:
+        await self.actor.delete.remote(stream_id)
+
+    async def close(self) -> None:
+        # the actor is shared: closing one client leaves it, and the results, in place
+        pass
+
+
+def _embedded(config: StoreConfig, name: str, namespace: str | None,
+              actor_options: dict[str, Any]) -> ResultStore:
+    options = {**actor_options, "name": name, "namespace": namespace, "get_if_exists": True,
+               "max_concurrency": MAX_CONCURRENT_CALLS}
+    log.debug("results store: actor %s in namespace %s", name, namespace or "(the caller's)")
+    return ActorStore(ResultStoreActor.options(**options).remote(config))
+
+
+def _redis(config: StoreConfig, name: str, namespace: str | None,
+           actor_options: dict[str, Any]) -> ResultStore:
+    return RedisStore.from_config(config)
+
+
+#: store kind (StoreConfig.kind) -> how a process connects to the shared store
+CONNECTORS: dict[str, Callable[[StoreConfig, str, str | None, dict[str, Any]], ResultStore]] = {
+    "embedded": _embedded,
+    "redis": _redis,
+}
+
+
+def connect_store(config: StoreConfig, name: str = "media-ray-store", namespace: str | None = None,
+                  actor_options: dict[str, Any] | None = None) -> ResultStore:
+    """The store every process of the cluster shares, of the configured kind. Needs `ray.init` done.
+
+    `embedded`: gets the actor called `name` in `namespace`, creating it (with `actor_options`,
+    for example `{"lifetime": "detached"}` or resources) if there is none; then the first
+    creator's `history` applies. Pass the namespace explicitly wherever callers live in
+    different ones: None means the caller's own, and Serve replicas live in `serve`. Unless
+    detached, the actor (and every result in it) goes when the process that created it ends,
+    so create it first from a long-lived process (the driver, the API ingress).
+    """
+    return CONNECTORS[config.kind](config, name, namespace, dict(actor_options or {}))
