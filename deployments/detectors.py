@@ -53,6 +53,8 @@ class DetectorDeployment:
         self.detector = create(detector, catalog, params)
         set_compute_threads(threads)  # again: creating it may have imported torch
         self._catalog_lock = asyncio.Lock()
+        self._calls = 0
+        self._frames = 0
         self._namespace = ray.get_runtime_context().namespace
         self.detect.set_max_batch_size(max_batch_size)
         self.detect.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -77,8 +79,15 @@ class DetectorDeployment:
     async def detect(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
         return await asyncio.to_thread(self._detect_together, batches)
 
+    def stats(self) -> dict:
+        """Model calls made by this replica and the frames they held."""
+        return {"calls": self._calls, "frames": self._frames,
+                "mean_batch_frames": self._frames / self._calls if self._calls else 0.0}
+
     def _detect_together(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
         """Run batches of the same frame size as one detector call, then split the results."""
+        self._calls += 1
+        self._frames += sum(len(b) for b in batches)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, b in enumerate(batches):
             groups[b.frames.shape[1:]].append(i)

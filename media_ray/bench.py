@@ -88,3 +88,92 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"pipeline / slower of decode and clip alone: {pipeline_fps / slower:.2f}  "
               f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     return 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def run_live_bench(args: argparse.Namespace) -> int:
+    """Live latency: 1 and N simultaneous streams played as live, frame arrival at the ingest
+    to its record on the WebSocket, with a random CLIP of the size asked for."""
+    import json
+    import socket
+    import threading
+
+    import httpx
+    from websockets.sync.client import connect
+
+    from media_ray.randomclip import write_random_clip
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    with tempfile.TemporaryDirectory(prefix="media-ray-live-bench-") as tmp:
+        tmp = Path(tmp)
+        video = args.video or str(make_bench_clip(tmp, args.seconds))
+        catalog = BrandCatalog.from_folder(write_catalog(tmp / "logos", numbered_brands(10)))
+        model_dir = write_random_clip(tmp / "clip", args.preset)
+        config = MediaRayConfig.load(args.config)
+        config.detectors["clip"] = {**config.params_for("clip"), "model": str(model_dir)}
+        config.http.port = free_port()
+        config.live.fps = args.fps
+        config.live.batch_size = 1
+        first = free_port()
+        config.live.rtmp_ports = (first, first)
+        config.placement.setdefault("clip", config.placement_for("clip").model_copy(
+            update={"max_batch_size": 8, "batch_wait_timeout_s": 0.05}))
+        print(f"video {video}, {args.fps:g} frames/s per stream, random CLIP {args.preset}, "
+              f"{len(catalog)} brands; latency = frame arrival at the ingest -> record on the WebSocket")
+
+        from actors.live_service import LiveService
+        from deployments.detectors import app_name
+
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        from ray import serve
+
+        with LiveService(config, catalog, ["clip"]) as service:
+            clip_app = serve.get_app_handle(app_name(config.ray.app_prefix, "clip"))
+            ws_base = service.url.replace("http://", "ws://")
+            for n in args.streams:
+                before = clip_app.stats.remote().result()
+                latencies: list[float] = []
+                lock = threading.Lock()
+                ids = [httpx.post(f"{service.url}/api/streams", json={"source": video, "name": f"s{i}"},
+                                  timeout=60).json()["id"] for i in range(n)]
+
+                def follow(sid: str) -> None:
+                    with connect(f"{ws_base}/ws/streams/{sid}", open_timeout=10) as ws:
+                        while True:
+                            try:
+                                record = json.loads(ws.recv(timeout=2.0))
+                            except TimeoutError:
+                                state = httpx.get(f"{service.url}/api/streams/{sid}").json()["state"]
+                                if state in ("ended", "failed"):
+                                    return
+                                continue
+                            with lock:
+                                latencies.append(time.time() - record["arrival"])
+
+                threads = [threading.Thread(target=follow, args=(sid,)) for sid in ids]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(timeout=args.seconds * 4 + 120)
+                statuses = [httpx.get(f"{service.url}/api/streams/{sid}").json() for sid in ids]
+                after = clip_app.stats.remote().result()
+                calls = after["calls"] - before["calls"]
+                mean_batch = (after["frames"] - before["frames"]) / calls if calls else float("nan")
+                dropped = sum(s["frames_dropped"] for s in statuses)
+                analysed = sum(s["frames_analysed"] for s in statuses)
+                print(f"{n} stream(s): latency p50 {_percentile(latencies, 0.5):.2f} s, "
+                      f"p95 {_percentile(latencies, 0.95):.2f} s; {analysed} frames analysed, "
+                      f"{dropped} dropped; mean batch {mean_batch:.1f} frames per model call")
+                for sid in ids:
+                    httpx.delete(f"{service.url}/api/streams/{sid}")
+    return 0

@@ -173,6 +173,36 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    if args.host:
+        config.http.host = args.host
+    if args.port:
+        config.http.port = args.port
+    catalog = load_catalog(args)
+    detectors = choose_detectors(args, config)
+
+    import time
+
+    from actors.live_service import LiveService
+    from actors.runtime import DeploymentFailed, DeploymentTimeout
+
+    if not args.verbose:
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    service = LiveService(config, catalog, detectors)
+    try:
+        service.start()
+    except (DeploymentFailed, DeploymentTimeout) as e:
+        _fail(str(e))
+    print(f"media-ray is serving on {service.url} (detectors: {', '.join(detectors)}); Ctrl-C stops it",
+          file=sys.stderr)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        service.stop()
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from media_ray.samples import write_sample
 
@@ -185,6 +215,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from media_ray.evaluation import run_eval
 
     return run_eval(args)
+
+
+def cmd_bench_live(args: argparse.Namespace) -> int:
+    from media_ray.bench import run_live_bench
+
+    return run_live_bench(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -211,6 +247,16 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_analyze)
 
+    v = sub.add_parser("serve", help="serve the live API and player page (streams, RTMP, webcam)")
+    v.add_argument("--brands", help="brand catalogue folder: BRAND.png|jpg and an optional brands.json")
+    v.add_argument("--brand-names", help="comma-separated brand names, for zero-shot detectors")
+    v.add_argument("--host", help="HTTP host (default 127.0.0.1)")
+    v.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    v.add_argument("--detectors", help="comma-separated detector names (default: all that can run here)")
+    v.add_argument("--clip-model", help="CLIP model id or local folder")
+    v.add_argument("--config", help="YAML configuration file")
+    v.set_defaults(func=cmd_serve, fps=None, batch_size=None)
+
     s = sub.add_parser("sample", help="write a sample clip and brand catalogue to try media-ray on")
     s.add_argument("folder", help="where to write sample.mp4 and logos/")
     s.set_defaults(func=cmd_sample)
@@ -232,6 +278,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", default="vit-b-32", help="random CLIP size: vit-b-32 or tiny")
     b.add_argument("--config", help="YAML configuration file")
     b.set_defaults(func=cmd_bench)
+
+    bl = sub.add_parser("bench-live", help="live latency for 1 and N simultaneous streams")
+    bl.add_argument("--video", help="video to play as live (default: a generated 1280x720 clip)")
+    bl.add_argument("--seconds", type=float, default=20.0, help="length of the generated clip")
+    bl.add_argument("--fps", type=float, default=2.0, help="frames analysed per second of each stream")
+    bl.add_argument("--streams", type=int, nargs="+", default=[1, 4], help="simultaneous streams per run")
+    bl.add_argument("--preset", default="vit-b-32", help="random CLIP size: vit-b-32 or tiny")
+    bl.add_argument("--config", help="YAML configuration file")
+    bl.set_defaults(func=cmd_bench_live)
     return ap
 
 

@@ -114,10 +114,12 @@ def render_clip(path: str | Path, marks: dict[str, np.ndarray], tracks: list[Tra
     bg = _background(width, height, seed)
     n_frames = int(round(seconds * fps))
     frames_gt = []
-    with av.open(str(path), "w") as out:
+    # faststart: the index first, so the clip also plays from a server without range requests
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream.codec_context.gop_size = fps  # a keyframe a second: short HLS segments when remuxed
         for i in range(n_frames):
             t = i / fps
             ox = int((bg.shape[1] - width) * (0.5 + 0.5 * np.sin(t * 0.7)))

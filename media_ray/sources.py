@@ -1,9 +1,12 @@
 """Video sources and decoding with PyAV.
 
-A source is named by a URI: a file path, `file://`, or an `http(s)://` URL (files and HLS
-playlists alike; FFmpeg follows the playlist). The scheme picks a `SourceKind` from a table,
-which holds the FFmpeg options for it. Frames are sampled at a chosen rate by presentation
-time and converted to RGB once; models that want other sizes make their own copies.
+A source is named by a URI: a file path, `file://`, an `http(s)://` URL (files and HLS
+playlists alike; FFmpeg follows the playlist), `rtsp://`, `rtmp://HOST:PORT/live/KEY` (media-ray
+listens for a publisher), or a capture device (`v4l2:///dev/video0`, or a plain `/dev/videoN`
+path). The scheme picks a `SourceKind` from a table, which holds the FFmpeg options for it.
+Frames are sampled at a chosen rate by presentation time and converted to RGB once; models that
+want other sizes make their own copies. Live sources (reconnection, RTMP key checks, HLS
+playback) build on this in `media_ray.live`.
 """
 from __future__ import annotations
 
@@ -33,20 +36,49 @@ class SourceKind:
     options: dict[str, str] = field(default_factory=dict)
     #: a local file: a read error is a broken file, not the end of a network stream
     is_file: bool = False
+    #: the URI names a local path (a file or a capture device) that must exist
+    local: bool = False
+    #: FFmpeg input format to use instead of probing (`v4l2` for capture devices)
+    format: str | None = None
+    #: media-ray is the server: opening waits for a publisher to connect (RTMP push)
+    listens: bool = False
+    #: a pulled source that may drop and come back; a LiveSource reconnects to it with backoff
+    reconnects: bool = False
+    #: a reconnect may serve again what was already read (an HLS server keeps its last
+    #: segments); a LiveSource recognises those frames by their times and skips them
+    replays: bool = False
+    #: options a LiveSource adds: it reconnects by itself, with visible state, so FFmpeg's own
+    #: silent retries are turned off where they exist
+    live_options: dict[str, str] = field(default_factory=dict)
 
+
+_HTTP = SourceKind(options={"reconnect": "1", "reconnect_streamed": "1", "rw_timeout": "15000000"},
+                   reconnects=True, replays=True,
+                   live_options={"reconnect": "0", "reconnect_streamed": "0"})
+_RTSP = SourceKind(options={"rtsp_transport": "tcp", "timeout": "10000000"}, reconnects=True)
 
 SOURCE_KINDS: dict[str, SourceKind] = {
-    "file": SourceKind(is_file=True),
-    "http": SourceKind(options={"reconnect": "1", "reconnect_streamed": "1", "rw_timeout": "15000000"}),
-    "https": SourceKind(options={"reconnect": "1", "reconnect_streamed": "1", "rw_timeout": "15000000"}),
+    "file": SourceKind(is_file=True, local=True),
+    "http": _HTTP,
+    "https": _HTTP,
+    "rtsp": _RTSP,
+    "rtsps": _RTSP,
+    # a short analysis window: FLV announces audio that a video-only publisher never sends,
+    # and FFmpeg would otherwise wait its default 5 s for it before the first frame
+    "rtmp": SourceKind(options={"listen": "1", "analyzeduration": "1000000"}, listens=True),
+    "v4l2": SourceKind(local=True, format="v4l2", reconnects=True),
 }
+
+#: plain paths under here are capture devices, not files
+_DEVICE_PREFIX = "/dev/video"
 
 
 def source_kind(uri: str) -> tuple[str, SourceKind]:
-    """The scheme of a URI (`file` for plain paths) and its kind; unknown schemes raise."""
+    """The scheme of a URI (`file` for plain paths, `v4l2` for /dev/videoN) and its kind;
+    unknown schemes raise."""
     scheme = urlparse(uri).scheme.lower()
     if len(scheme) <= 1:  # a plain path, or a Windows drive letter
-        scheme = "file"
+        scheme = "v4l2" if uri.startswith(_DEVICE_PREFIX) else "file"
     try:
         return scheme, SOURCE_KINDS[scheme]
     except KeyError:
@@ -55,7 +87,7 @@ def source_kind(uri: str) -> tuple[str, SourceKind]:
 
 
 def _local_path(uri: str) -> str:
-    return urlparse(uri).path if uri.startswith("file://") else uri
+    return urlparse(uri).path if "://" in uri else uri
 
 
 @dataclass(frozen=True)
@@ -78,10 +110,17 @@ class VideoInfo:
         return Path(path).stem or "stream"
 
 
-def _open(uri: str, options: dict[str, str] | None = None) -> av.container.InputContainer:
-    scheme, kind = source_kind(uri)
+def open_source(uri: str, options: dict[str, str] | None = None,
+                timeout: float | tuple[float | None, float | None] | None = 20.0
+                ) -> av.container.InputContainer:
+    """Open a source with its kind's FFmpeg options, `options` on top.
+
+    `timeout` is PyAV's: seconds for the open and for each read, or an (open, read) pair where
+    None waits without limit. Failures raise SourceError.
+    """
+    _, kind = source_kind(uri)
     target = uri
-    if kind.is_file:
+    if kind.local:
         target = _local_path(uri)
         p = Path(target)
         if not p.exists():
@@ -89,7 +128,8 @@ def _open(uri: str, options: dict[str, str] | None = None) -> av.container.Input
         if p.is_dir():
             raise SourceError(f"{target}: is a folder, not a video")
     try:
-        return av.open(target, options={**kind.options, **(options or {})}, timeout=20.0)
+        return av.open(target, format=kind.format, options={**kind.options, **(options or {})},
+                       timeout=timeout)
     except av.error.FFmpegError as e:
         raise SourceError(f"{target}: cannot open as video ({e.strerror or e})") from e
     except OSError as e:
@@ -98,7 +138,7 @@ def _open(uri: str, options: dict[str, str] | None = None) -> av.container.Input
 
 def probe(uri: str) -> VideoInfo:
     """Open a source, check that it has a video stream, and describe it."""
-    with _open(uri) as container:
+    with open_source(uri) as container:
         if not container.streams.video:
             raise SourceError(f"{uri}: holds no video stream")
         vs = container.streams.video[0]
@@ -131,8 +171,7 @@ def decode(uri: str, fps: float, threads: int = 0,
     is flushed and treated as ended.
     """
     _, kind = source_kind(uri)
-    step = 1.0 / fps
-    with _open(uri, options) as container:
+    with open_source(uri, options) as container:
         if not container.streams.video:
             raise SourceError(f"{uri}: holds no video stream")
         vs = container.streams.video[0]
@@ -140,8 +179,8 @@ def decode(uri: str, fps: float, threads: int = 0,
         if threads:
             vs.codec_context.thread_count = threads
         rate = float(vs.average_rate) if vs.average_rate else None
+        sampler = FrameSampler(fps, rate)
         t0: float | None = None
-        next_t = 0.0
         index = -1
         for frame in _frames(container, vs, kind):
             index += 1
@@ -154,13 +193,27 @@ def decode(uri: str, fps: float, threads: int = 0,
             if t0 is None:
                 t0 = ft
             t = ft - t0
-            # half a source frame of tolerance absorbs timestamp rounding
-            slack = 0.5 / rate if rate else 1e-3
-            if t + slack < next_t:
+            if not sampler.keep(t):
                 continue
-            next_t = max(next_t + step, t + step - slack)
             yield DecodedFrame(t=t, index=index, rgb=frame.to_ndarray(format="rgb24"),
                                arrival=time.time())
+
+
+class FrameSampler:
+    """Picks frames at `fps` from a timeline in seconds: the first frame at or after each
+    multiple of 1/fps is kept, and a gap in the timeline restarts the grid after it."""
+
+    def __init__(self, fps: float, source_rate: float | None = None):
+        self.step = 1.0 / fps
+        # half a source frame of tolerance absorbs timestamp rounding
+        self.slack = 0.5 / source_rate if source_rate else 1e-3
+        self.next_t = 0.0
+
+    def keep(self, t: float) -> bool:
+        if t + self.slack < self.next_t:
+            return False
+        self.next_t = max(self.next_t + self.step, t + self.step - self.slack)
+        return True
 
 
 def _frames(container, stream, kind: SourceKind) -> Iterator[av.VideoFrame]:
@@ -181,8 +234,17 @@ def _frames(container, stream, kind: SourceKind) -> Iterator[av.VideoFrame]:
             yield from packet.decode()
         except av.error.InvalidDataError as e:
             log.debug("skipping a corrupt packet: %s", e)
+    yield from flush_decoder(stream)
+
+
+def flush_decoder(stream) -> Iterator[av.VideoFrame]:
+    """The frames a stream's decoder still holds. They come without a time base (PyAV leaves it
+    unset when decoding without a packet), so the stream's is set for `frame.time`."""
     try:
-        yield from stream.codec_context.decode(None)
+        for frame in stream.codec_context.decode(None):
+            if frame.time_base is None:
+                frame.time_base = stream.time_base
+            yield frame
     except av.error.EOFError:
         pass
 

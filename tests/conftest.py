@@ -46,3 +46,50 @@ def local_ray():
              namespace="media-ray-tests")
     yield ray
     ray.shutdown()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveApp:
+    """A running `media-ray serve` (in this process) and the sample it is meant for."""
+
+    def __init__(self, service, sample, catalog):
+        self.service = service
+        self.base_url = service.url
+        self.ws_url = self.base_url.replace("http://", "ws://")
+        self.sample = sample
+        self.catalog = catalog
+        self.config = service.config
+
+
+def start_live_app(sample, store: dict | None = None, detectors=("reference",), **live):
+    from ray import serve
+
+    from actors.live_service import LiveService
+    from media_ray.catalog import BrandCatalog
+    from media_ray.config import MediaRayConfig
+
+    serve.shutdown()  # other tests run Serve without its HTTP proxy
+    port = free_port()
+    rtmp = free_port()
+    config = MediaRayConfig(
+        http={"host": "127.0.0.1", "port": port},
+        live={"fps": 5, "batch_size": 2, "rtmp_ports": (rtmp, rtmp + 3), **live},
+        store=store or {}, placement={"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
+        ray={"namespace": "media-ray-tests", "app_prefix": f"live{port}"})
+    catalog = BrandCatalog.from_folder(sample["logos"])
+    return LiveApp(LiveService(config, catalog, list(detectors)).start(), sample, catalog)
+
+
+@pytest.fixture(scope="module")
+def live_app(local_ray, sample):
+    """The live app with the embedded store and the reference detector."""
+    app = start_live_app(sample)
+    yield app
+    app.service.stop()

@@ -27,3 +27,18 @@ class DelayDetector(Detector):
         for r in results:
             r.detections.append(Detection(label=f"frame-{r.frame}", score=1.0, detector=self.name))
         return results
+
+
+class WhereDetector(Detector):
+    """Reports, on every frame, the Ray node its replica runs on (label `node:<id>`)."""
+
+    name = "where"
+
+    def detect(self, batch: FrameBatch) -> list[FrameResult]:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        results = empty_results(batch)
+        for r in results:
+            r.detections.append(Detection(label=f"node:{node}", score=1.0, detector=self.name))
+        return results

@@ -1,0 +1,182 @@
+"""LiveIngest: one live stream, from its source to the results store.
+
+A `LiveSource` thread (or the webcam's pushed JPEGs) fills a bounded buffer that drops its
+oldest frames when the detectors fall behind; the actor's event loop takes FrameBatches from
+it, puts them in the object store, sends them to the stream's detectors (a bounded number in
+flight), and appends the results, in time order, to the results store, where the WebSocket
+fan-out reads them. Dropped frames are counted and shown in the stream's status.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from pathlib import Path
+
+import cv2
+import numpy as np
+import ray
+from ray.serve.handle import DeploymentHandle
+
+from actors.store import connect_store
+from media_ray.catalog import BrandCatalog
+from media_ray.config import MediaRayConfig
+from media_ray.exposure import ExposureAggregator
+from media_ray.hls import HlsWriter
+from media_ray.live import DropOldestBuffer, LiveSource, LiveSourceConfig, StreamState
+from media_ray.model import FrameBatch, FrameResult
+from media_ray.pipeline import merge_results
+from media_ray.sources import DecodedFrame, source_kind
+from media_ray.streams import StreamStatus
+
+log = logging.getLogger(__name__)
+
+#: pulled sources paced by their timestamps (a live source paces itself)
+PACED_SCHEMES = ("http", "https")
+#: how often the stream's status and report are saved to the store while it runs
+META_EVERY_S = 1.0
+
+
+@ray.remote
+class LiveIngest:
+    def __init__(self, status: StreamStatus, uri: str | None, config: MediaRayConfig,
+                 detectors: dict[str, DeploymentHandle], catalog: BrandCatalog, hls_dir: str | None):
+        self.status = status
+        self.uri = uri
+        self.config = config
+        self.detectors = detectors
+        self.catalog_version = catalog.version
+        self.buffer = DropOldestBuffer(config.live.queue_frames)  # the webcam's; a source has its own
+        self.aggregator = ExposureAggregator(catalog, status.fps, config.exposure)
+        self.store = connect_store(config.store, namespace=config.ray.namespace)
+        self.hls = HlsWriter(Path(hls_dir), segment_s=config.live.hls_segment_s) if hls_dir else None
+        self.source: LiveSource | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._source_done = asyncio.Event()
+        self._seq = 0
+        self._webcam_t0: float | None = None
+        self._webcam_index = 0
+        self._last_meta = 0.0
+        self._task: asyncio.Task | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> dict:
+        self._loop = asyncio.get_running_loop()
+        if self.uri is not None:
+            scheme, kind = source_kind(self.uri)
+            # files, local or over http(s), and VOD playlists are played as live: paced by their
+            # own timestamps, so the detectors see them as a live viewer would
+            cfg = LiveSourceConfig(fps=self.status.fps, buffer_size=self.config.live.queue_frames,
+                                   realtime=kind.is_file or scheme in PACED_SCHEMES)
+            self.source = LiveSource(self.uri, cfg, on_state=self._on_state_threadsafe, hls=self.hls)
+            self.buffer = self.source.buffer
+            self.source.start()
+        else:  # webcam: frames arrive through push_jpeg
+            self._set_state(StreamState.LIVE.value, None)
+        self._task = asyncio.ensure_future(self._dispatch())
+        await self._save_meta(force=True)
+        return self.status.model_dump()
+
+    async def stop(self) -> dict:
+        if self.source is not None:
+            await asyncio.to_thread(self.source.stop)
+        self._source_done.set()
+        self.buffer.close()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=30)
+            except asyncio.TimeoutError:
+                self._task.cancel()
+        if self.status.state not in (StreamState.ENDED.value, StreamState.FAILED.value):
+            self._set_state(StreamState.ENDED.value, "stopped")
+        await self._save_meta(force=True)
+        return self.status.model_dump()
+
+    def get_status(self) -> dict:
+        return self.status.update(frames_dropped=self.buffer.dropped).model_dump()
+
+    def set_catalog_version(self, version: str) -> None:
+        self.catalog_version = version
+
+    # -- webcam --------------------------------------------------------------------------
+    def push_jpeg(self, data: bytes) -> int:
+        """One webcam frame; returns the frames dropped so far."""
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if rgb is None:
+            log.debug("webcam %s: not a JPEG (%d bytes)", self.status.id, len(data))
+            return self.buffer.dropped
+        now = time.time()
+        if self._webcam_t0 is None:
+            self._webcam_t0 = now
+        self.buffer.put(DecodedFrame(t=now - self._webcam_t0, index=self._webcam_index,
+                                     rgb=cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB), arrival=now))
+        self._webcam_index += 1
+        self.status = self.status.update(frames_received=self.status.frames_received + 1)
+        return self.buffer.dropped
+
+    # -- the pipeline ----------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        in_flight: deque[asyncio.Future] = deque()
+        max_in_flight = self.config.pipeline.max_in_flight
+        while True:
+            frames = await asyncio.to_thread(self.buffer.get_batch, self.config.live.batch_size, 0.25)
+            if not frames:
+                if (self._source_done.is_set() or self.buffer.closed) and len(self.buffer) == 0:
+                    break
+                await self._save_meta()
+                continue
+            batch = FrameBatch.stack(self.status.id, self._seq, [f.rgb for f in frames], [f.t for f in frames],
+                                     [f.index for f in frames], [f.arrival for f in frames],
+                                     catalog_version=self.catalog_version)
+            self._seq += 1
+            in_flight.append(asyncio.ensure_future(self._detect(batch)))
+            # the buffer, not this queue, absorbs a slow detector: frames wait there and the
+            # oldest are dropped, so what is analysed stays close to live
+            while len(in_flight) >= max_in_flight:
+                await self._publish(*await in_flight.popleft())
+        while in_flight:
+            await self._publish(*await in_flight.popleft())
+        await self._save_meta(force=True)
+
+    async def _detect(self, batch: FrameBatch) -> tuple[FrameBatch, list[FrameResult]]:
+        ref = ray.put(batch)
+        per_detector = await asyncio.gather(*(h.remote(ref) for h in self.detectors.values()))
+        return batch, merge_results(per_detector)
+
+    async def _publish(self, batch: FrameBatch, results: list[FrameResult]) -> None:
+        records = []
+        for r, arrival in zip(results, batch.arrival):
+            self.aggregator.add(r)
+            records.append({**r.record(), "arrival": round(float(arrival), 4)})
+        await self.store.append(self.status.id, records)
+        self.status = self.status.update(frames_analysed=self.status.frames_analysed + len(results))
+        await self._save_meta()
+
+    # -- state -------------------------------------------------------------------------------
+    def _on_state_threadsafe(self, state: StreamState, reason: str | None) -> None:
+        """Called from the source's thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_state, state, reason)
+
+    def _on_state(self, state: StreamState, reason: str | None) -> None:
+        self._set_state(state.value, reason)
+        if state in (StreamState.ENDED, StreamState.FAILED):
+            self._source_done.set()
+        asyncio.ensure_future(self._save_meta(force=True))
+
+    def _set_state(self, state: str, reason: str | None) -> None:
+        log.info("stream %s: %s%s", self.status.id, state, f" ({reason})" if reason else "")
+        self.status = self.status.update(state=state, reason=reason)
+
+    async def _save_meta(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_meta < META_EVERY_S:
+            return
+        self._last_meta = now
+        if self.source is not None:
+            self.status = self.status.update(frames_received=self.source.frames)
+        self.status = self.status.update(frames_dropped=self.buffer.dropped)
+        report = self.aggregator.report(self.status.source)
+        await self.store.put_meta(self.status.id, {"status": self.status.model_dump(),
+                                                   "report": report.model_dump()})

@@ -1,0 +1,214 @@
+"""The HTTP/WebSocket face of media-ray: a FastAPI app as the Serve ingress deployment.
+
+Everything the player page does is an API call here. Streams and the catalogue live in the
+StreamRegistry actor; frame records are read from the results store, so any replica of this
+deployment can serve any stream, and every WebSocket client gets every record (fan-out).
+"""
+
+import asyncio
+import json
+import logging
+import mimetypes
+from pathlib import Path
+
+import cv2
+import numpy as np
+import ray
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from ray import serve
+
+from actors.registry import REGISTRY_NAME, StreamError
+from actors.store import connect_store
+from media_ray.catalog import Brand, CatalogError
+from media_ray.config import MediaRayConfig
+from media_ray.store import OLDEST
+from media_ray.streams import StreamRequest
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+mimetypes.add_type("application/vnd.apple.mpegurl", ".m3u8")
+mimetypes.add_type("video/mp2t", ".ts")
+
+api = FastAPI(title="media-ray", description="Brands in live and recorded video, on Ray.")
+if STATIC.is_dir():
+    api.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class MediaRayAPI:
+    def __init__(self, config: MediaRayConfig):
+        self.config = config
+        self.registry = ray.get_actor(REGISTRY_NAME, namespace=config.ray.namespace)
+        self.store = connect_store(config.store, namespace=config.ray.namespace)
+
+    # Serve ships these methods to the replica by value: helpers they call live on the class
+
+    @staticmethod
+    def _brand_json(b: Brand) -> dict:
+        return {"id": b.id, "name": b.name, "aliases": list(b.aliases), "prompts": list(b.prompts),
+                "hex": "%02X%02X%02X" % b.colour if b.colour else None, "has_image": b.image is not None}
+
+    @staticmethod
+    async def _until_closed(ws: WebSocket) -> None:
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+        except (WebSocketDisconnect, RuntimeError):
+            return
+
+    # -- page ----------------------------------------------------------------------------
+    @api.get("/", include_in_schema=False)
+    async def index(self):
+        page = STATIC / "index.html"
+        if not page.exists():
+            raise HTTPException(404, "the player page is not installed")
+        return FileResponse(page)
+
+    @api.get("/api/health")
+    async def health(self) -> dict:
+        apps = {name: s.status.value if hasattr(s.status, "value") else str(s.status)
+                for name, s in serve.status().applications.items()}
+        return {"ok": True, "applications": apps, "streams": len(await self.registry.list.remote())}
+
+    # -- streams ---------------------------------------------------------------------------
+    @api.post("/api/streams", status_code=201)
+    async def create_stream(self, request: StreamRequest) -> dict:
+        try:
+            return await self.registry.create.remote(request)
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, StreamError):
+                raise HTTPException(422, str(e.cause)) from None
+            raise
+
+    @api.get("/api/streams")
+    async def list_streams(self) -> list[dict]:
+        return await self.registry.list.remote()
+
+    @api.get("/api/streams/{sid}")
+    async def get_stream(self, sid: str) -> dict:
+        return await self._status(sid)
+
+    @api.delete("/api/streams/{sid}")
+    async def delete_stream(self, sid: str) -> dict:
+        if not await self.registry.delete.remote(sid):
+            raise HTTPException(404, f"no stream {sid}")
+        return {"deleted": sid}
+
+    @api.get("/api/streams/{sid}/frames")
+    async def frames(self, sid: str, since: float | None = None, limit: int = 1000) -> list[dict]:
+        await self._status(sid)
+        return await self.store.history(sid, since=since, limit=max(1, min(limit, 10_000)))
+
+    @api.get("/api/streams/{sid}/report")
+    async def report(self, sid: str) -> dict:
+        await self._status(sid)
+        meta = await self.store.get_meta(sid)
+        if not meta or "report" not in meta:
+            raise HTTPException(404, f"no report yet for {sid}")
+        return meta["report"]
+
+    @api.get("/streams/{sid}/hls/{name}", include_in_schema=False)
+    async def hls(self, sid: str, name: str):
+        folder = Path(await self.registry.hls_dir.remote(sid))
+        path = (folder / name).resolve()
+        if path.parent != folder.resolve() or not path.is_file():
+            raise HTTPException(404, "no such segment")
+        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    async def _finished(self, sid: str) -> bool:
+        status = await self.registry.get.remote(sid)
+        return status is None or status["state"] in ("ended", "failed")
+
+    async def _status(self, sid: str) -> dict:
+        status = await self.registry.get.remote(sid)
+        if status is None:
+            raise HTTPException(404, f"no stream {sid}")
+        return status
+
+    # -- brands ------------------------------------------------------------------------------
+    @api.get("/api/brands")
+    async def brands(self) -> list[dict]:
+        return [self._brand_json(b) for b in await self.registry.catalog.remote()]
+
+    @api.post("/api/brands", status_code=201)
+    async def add_brand(self, id: str = Form(...), name: str = Form(""), prompts: str = Form(""),
+                        aliases: str = Form(""), image: UploadFile | None = File(None)) -> dict:
+        rgba = None
+        if image is not None:
+            data = np.frombuffer(await image.read(), np.uint8)
+            decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            if decoded is None:
+                raise HTTPException(422, "the image cannot be read")
+            code = cv2.COLOR_BGRA2RGBA if decoded.ndim == 3 and decoded.shape[2] == 4 else cv2.COLOR_BGR2RGBA
+            rgba = cv2.cvtColor(decoded, code if decoded.ndim == 3 else cv2.COLOR_GRAY2RGBA)
+        split = lambda s: tuple(p.strip() for p in s.split(",") if p.strip())  # noqa: E731
+        brand = Brand(id=id, name=name or id, aliases=split(aliases), prompts=split(prompts), image=rgba)
+        version = await self.registry.add_brand.remote(brand)
+        return {**self._brand_json(brand), "catalog_version": version}
+
+    @api.delete("/api/brands/{brand_id}")
+    async def remove_brand(self, brand_id: str) -> dict:
+        try:
+            version = await self.registry.remove_brand.remote(brand_id)
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, KeyError):
+                raise HTTPException(404, f"no brand {brand_id}") from None
+            if isinstance(e.cause, CatalogError):
+                raise HTTPException(422, str(e.cause)) from None
+            raise
+        return {"deleted": brand_id, "catalog_version": version}
+
+    # -- WebSockets ----------------------------------------------------------------------------
+    @api.websocket("/ws/streams/{sid}")
+    async def follow(self, ws: WebSocket, sid: str) -> None:
+        """Every frame record of the stream: what is kept first, then each as it is produced."""
+        await ws.accept()
+        closed = asyncio.ensure_future(self._until_closed(ws))
+        cursor = OLDEST
+        try:
+            while not closed.done():
+                reading = asyncio.ensure_future(self.store.follow(sid, cursor, timeout_s=5.0))
+                await asyncio.wait({reading, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if closed.done():
+                    reading.cancel()
+                    break
+                records, cursor = reading.result()
+                for record in records:
+                    await ws.send_text(json.dumps(record))
+                if not records and await self._finished(sid):
+                    await ws.close(code=1000, reason="the stream has ended")
+                    break
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            closed.cancel()
+
+    @api.websocket("/ws/webcam/{sid}")
+    async def webcam(self, ws: WebSocket, sid: str) -> None:
+        """JPEG frames from the page's camera, one binary message each."""
+        ingest = await self.registry.ingest.remote(sid)
+        if ingest is None:
+            await ws.close(code=4404, reason=f"no live stream {sid}")
+            return
+        await ws.accept()
+        try:
+            while True:
+                data = await ws.receive_bytes()
+                await ingest.push_jpeg.remote(data)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+
+
+@api.exception_handler(CatalogError)
+async def _catalog_error(request, exc: CatalogError):
+    return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+
+def api_app(config: MediaRayConfig) -> serve.Application:
+    return MediaRayAPI.options(name="MediaRayAPI").bind(config)
