@@ -80,9 +80,10 @@ class DetectorDeployment:
         return await asyncio.to_thread(self._detect_together, batches)
 
     def stats(self) -> dict:
-        """Model calls made by this replica and the frames they held."""
+        """Model calls made by this replica, the frames they held, and the node it runs on."""
         return {"calls": self._calls, "frames": self._frames,
-                "mean_batch_frames": self._frames / self._calls if self._calls else 0.0}
+                "mean_batch_frames": self._frames / self._calls if self._calls else 0.0,
+                "node_id": ray.get_runtime_context().get_node_id()}
 
     def _detect_together(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
         """Run batches of the same frame size as one detector call, then split the results."""

@@ -4,7 +4,7 @@ machine (ray.cluster_utils.Cluster), media-ray serving with tiers, one stream pe
     python placement_scenario.py CLIP LOGOS WITH_LAN(0|1)
 
 Prints one JSON object: the node id of each label, the node each tier's replica runs on (as
-Ray's state API reports it), and for each stream the tier asked, the tier serving, the
+Ray reports it to the replica), and for each stream the tier asked, the tier serving, the
 fallback flag and the node ids its frames were analysed on.
 """
 import json
@@ -17,10 +17,11 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import httpx  # noqa: E402
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
-from ray.util.state import list_actors  # noqa: E402
+from ray import serve  # noqa: E402
 
 from actors.live_service import LiveService  # noqa: E402
 from conftest import free_port  # noqa: E402
+from deployments.detectors import app_name  # noqa: E402
 from media_ray.catalog import BrandCatalog  # noqa: E402
 from media_ray.config import MediaRayConfig  # noqa: E402
 
@@ -47,12 +48,13 @@ def main(clip: str, logos: str, with_lan: bool) -> None:
     out = {"nodes": {tier: node.node_id for tier, node in nodes.items()}, "replicas": {}, "streams": {}}
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the tiers that can be placed come up on their own
-            actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-                      if a.class_name.startswith("ServeReplica:") and "-where" in a.class_name]
-            out["replicas"] = {a.class_name.split(":")[1].rsplit("-", 1)[1]: a.node_id for a in actors}
-            if len(out["replicas"]) == len(nodes):
-                break
+        while time.monotonic() < deadline and len(out["replicas"]) < len(nodes):
+            # the tiers that can be placed come up on their own; each replica says where it runs
+            running = {n for n, s in serve.status().applications.items() if s.status == "RUNNING"}
+            for tier in nodes:
+                name = app_name(config.ray.app_prefix, WHERE, tier)
+                if name in running and tier not in out["replicas"]:
+                    out["replicas"][tier] = serve.get_app_handle(name).stats.remote().result()["node_id"]
             time.sleep(0.5)
         for tier in ("local", "lan", "cloud"):
             created = httpx.post(f"{service.url}/api/streams", json={"source": clip, "tier": tier}, timeout=60).json()
