@@ -13,8 +13,8 @@ A `LiveSource` opens its URI by the kind in `media_ray.sources.SOURCE_KINDS`:
   (`live` again) or `max_reconnects` consecutive tries have failed (`failed`). A finite source
   (one with a duration: a file, a VOD or finished HLS playlist) that reaches its end has `ended`;
   one that dropped part-way is reopened where it stopped.
-- local files: read once (paced by presentation time with `realtime`, like `ffmpeg -re`), then
-  `ended`; a read error is `failed`.
+- local files: read once, then `ended`; a read error is `failed`. With `realtime`, finite
+  sources (local or http files, VOD playlists) are paced by presentation time, like `ffmpeg -re`.
 
 Stream time `t` is the source's own presentation time, re-based so that the first frame of the
 stream is at 0. After a reconnect the source's timestamps are kept where they continue the same
@@ -518,8 +518,9 @@ class LiveSourceConfig(BaseModel):
     max_reconnects: int = Field(0, ge=0, description="failed reconnects in a row before the stream "
                                                      "fails; 0 retries forever")
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
-    realtime: bool = Field(False, description="pace local files by presentation time, as if live "
-                                              "(like ffmpeg -re)")
+    realtime: bool = Field(False, description="pace finite sources (files, local or over http, VOD "
+                           "playlists) by presentation time, as if live (like ffmpeg -re); live "
+                           "sources are paced by their producer and are never held back")
     decode_threads: int = Field(0, ge=0, description="PyAV decoder threads; 0 lets FFmpeg choose")
 
 
@@ -801,6 +802,9 @@ class LiveSource:
     def _demux(self, container, vs, rate: float | None, finite: bool) -> None:
         started = False
         waited = 0
+        # a live source must not be held back: FFmpeg joins a live playlist a few segments
+        # behind its end and catches up by reading them at once
+        paced = self.config.realtime and (finite or self.kind.is_file)
         pace: tuple[float, float] | None = None  # (source time, wall time) of the first packet
         packets = container.demux(vs)
         try:
@@ -820,7 +824,7 @@ class LiveSource:
                                                        self.kind.replays, finite)
                     if self._hls is not None:
                         self._hls.begin(vs, replay=replay)
-                if self.config.realtime and ts is not None:
+                if paced and ts is not None:
                     pace = self._pace(float((packet.dts if packet.dts is not None else ts)
                                             * packet.time_base), pace)
                 self._decode(packet, vs, rate)
