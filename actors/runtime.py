@@ -124,8 +124,15 @@ class MediaRayRuntime:
         stream_id = stream_id or uuid.uuid4().hex[:8]
         handles = {a.detector: serve.get_app_handle(a.name) for a in self.apps if a.tier is None}
         ingest = StreamIngest.options(**self.config.placement_for("ingest").ray_actor_options()).remote(
-            stream_id, uri, self.config.sampling, handles, self.config.pipeline.max_in_flight)
+            stream_id, uri, self.config.sampling, handles, self.config.pipeline.max_in_flight,
+            self.config.tracking)
         try:
+            try:  # an actor no node can take would wait for ever
+                ray.get(ingest.status.remote(), timeout=self.config.pipeline.ready_timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                raise DeploymentTimeout(
+                    f"the StreamIngest actor was not placed after {self.config.pipeline.ready_timeout_s:.0f} s: "
+                    "no node offers what `placement.ingest` asks for") from None
             for ref in ingest.run.remote():
                 yield ray.get(ref)
         finally:

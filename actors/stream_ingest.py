@@ -15,6 +15,7 @@ import ray
 from ray.serve.handle import DeploymentHandle
 
 from media_ray.config import SamplingConfig
+from media_ray.tracking import DetectionTracker, TrackingConfig
 from media_ray.model import FrameBatch, FrameResult
 from media_ray.pipeline import merge_results
 from media_ray.sources import batched, decode
@@ -27,7 +28,8 @@ _DONE = object()
 @ray.remote
 class StreamIngest:
     def __init__(self, stream_id: str, uri: str, sampling: SamplingConfig,
-                 detectors: dict[str, DeploymentHandle], max_in_flight: int):
+                 detectors: dict[str, DeploymentHandle], max_in_flight: int,
+                 tracking: TrackingConfig | None = None):
         if not detectors:
             raise ValueError("StreamIngest needs at least one detector")
         self.stream_id = stream_id
@@ -38,6 +40,8 @@ class StreamIngest:
         self.frames_sent = 0
         self.frames_done = 0
         self.peak_in_flight = 0
+        # results in time order pass through the tracker, which may hold a few frames back
+        self.tracker = DetectionTracker(tracking) if tracking is not None and tracking.enabled else None
 
     async def run(self):
         """Yields, per FrameBatch and in order, the list of merged FrameResults."""
@@ -56,12 +60,16 @@ class StreamIngest:
                 yield await self._next(in_flight)
         while in_flight:
             yield await self._next(in_flight)
+        if self.tracker is not None:
+            yield self.tracker.flush()
         log.info("stream %s: %d frames analysed", self.stream_id, self.frames_sent)
 
     async def _next(self, in_flight: deque) -> list[FrameResult]:
         results = await in_flight.popleft()
         self.frames_done += len(results)
-        return results
+        if self.tracker is None:
+            return results
+        return [ready for r in results for ready in self.tracker.push(r)]
 
     def status(self) -> dict:
         return {"stream_id": self.stream_id, "frames_sent": self.frames_sent,

@@ -153,7 +153,7 @@ def run_live_bench(args: argparse.Namespace) -> int:
                             try:
                                 record = json.loads(ws.recv(timeout=2.0))
                             except TimeoutError:
-                                state = httpx.get(f"{service.url}/api/streams/{sid}").json()["state"]
+                                state = httpx.get(f"{service.url}/api/streams/{sid}", timeout=60).json()["state"]
                                 if state in ("ended", "failed"):
                                     return
                                 continue
@@ -165,7 +165,7 @@ def run_live_bench(args: argparse.Namespace) -> int:
                     t.start()
                 for t in threads:
                     t.join(timeout=args.seconds * 4 + 120)
-                statuses = [httpx.get(f"{service.url}/api/streams/{sid}").json() for sid in ids]
+                statuses = [httpx.get(f"{service.url}/api/streams/{sid}", timeout=60).json() for sid in ids]
                 after = clip_app.stats.remote().result()
                 calls = after["calls"] - before["calls"]
                 mean_batch = (after["frames"] - before["frames"]) / calls if calls else float("nan")
@@ -175,5 +175,5 @@ def run_live_bench(args: argparse.Namespace) -> int:
                       f"p95 {_percentile(latencies, 0.95):.2f} s; {analysed} frames analysed, "
                       f"{dropped} dropped; mean batch {mean_batch:.1f} frames per model call")
                 for sid in ids:
-                    httpx.delete(f"{service.url}/api/streams/{sid}")
+                    httpx.delete(f"{service.url}/api/streams/{sid}", timeout=60)
     return 0

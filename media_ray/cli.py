@@ -129,15 +129,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     runtime = MediaRayRuntime(config, catalog, detectors)
     try:
         runtime.start()
-    except (DeploymentFailed, DeploymentTimeout) as e:
-        _fail(str(e))
-    print(f"analysing {len(infos)} video(s) with {', '.join(detectors)} on Ray", file=sys.stderr)
-    try:
+        print(f"analysing {len(infos)} video(s) with {', '.join(detectors)} on Ray", file=sys.stderr)
         for info, name in zip(infos, names):
             target = out if len(infos) == 1 else out / name
             report = analyse_one(runtime, info, target, catalog, config, tqdm, not args.no_progress)
             print_report(report)
             print(f"wrote {target / 'frames.jsonl'} and {target / 'report.json'}", file=sys.stderr)
+    except (DeploymentFailed, DeploymentTimeout) as e:
+        _fail(str(e))
     finally:
         runtime.stop()
     return 0

@@ -18,6 +18,8 @@ import yaml
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from media_ray.tracking import TrackingConfig
+
 
 class SamplingConfig(BaseModel):
     fps: float = Field(5.0, gt=0, description="frames analysed per second of video")
@@ -28,7 +30,9 @@ class SamplingConfig(BaseModel):
 class PlacementConfig(BaseModel):
     """Where a detector deployment runs and how it batches; maps onto Ray Serve options."""
 
-    num_cpus: float = 0.5
+    #: CPUs reserved for scheduling; compute threads are `threads`. Small by default, so that a
+    #: laptop's few CPUs hold every detector and the ingest; set it for real on a cluster
+    num_cpus: float = 0.1
     num_gpus: float = 0.0
     resources: dict[str, float] = Field(default_factory=dict)
     replicas: int = Field(1, ge=1)
@@ -119,6 +123,8 @@ class MediaRayConfig(BaseSettings):
     placement: dict[str, PlacementConfig] = Field(default_factory=dict)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     exposure: ExposureConfig = Field(default_factory=ExposureConfig)
+    #: hysteresis over time for analysed files (live streams skip it: it holds frames back)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)

@@ -6,16 +6,26 @@ benchmark, by `media-ray eval`, and in notebooks.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Sequence
 
 from media_ray.detectors import Detector
-from media_ray.model import FrameBatch, FrameResult
+from media_ray.model import Box, Detection, FrameBatch, FrameResult
+from media_ray.tracking import DetectionTracker, TrackingConfig
 
 log = logging.getLogger(__name__)
 
 
+#: two boxes of one label overlapping this much (IoU) are one logo seen by two detectors
+SAME_LOGO_IOU = 0.5
+
+
 def merge_results(per_detector: Sequence[list[FrameResult]]) -> list[FrameResult]:
-    """Combine several detectors' results for the same frames into one result per frame."""
+    """Combine several detectors' results for the same frames into one result per frame.
+
+    A logo found by several detectors is reported once: of detections with the same label
+    whose boxes overlap by `SAME_LOGO_IOU` or more, the highest-scoring is kept.
+    """
     if not per_detector:
         raise ValueError("no detector results to merge")
     merged = list(per_detector[0])
@@ -23,15 +33,58 @@ def merge_results(per_detector: Sequence[list[FrameResult]]) -> list[FrameResult
         if len(results) != len(merged):
             raise ValueError("detectors returned different numbers of frames")
         merged = [a.merge(b) for a, b in zip(merged, results)]
+    if len(per_detector) > 1:
+        merged = [r.model_copy(update={"detections": one_per_logo(r.detections)}) for r in merged]
     return merged
 
 
-def detect_batch(detectors: Sequence[Detector], batch: FrameBatch) -> list[FrameResult]:
-    return merge_results([d.detect(batch) for d in detectors])
+def one_per_logo(detections: list[Detection]) -> list[Detection]:
+    """The detections, highest score first, without those repeating a better one's logo."""
+    kept: list[Detection] = []
+    for d in sorted(detections, key=lambda d: -d.score):
+        if d.box is None or all(k.label != d.label or k.box is None
+                                or _iou(k.box, d.box) < SAME_LOGO_IOU for k in kept):
+            kept.append(d)
+    return kept
 
 
-def run_local(batches: Iterable[FrameBatch], detectors: Sequence[Detector]) -> Iterator[FrameResult]:
-    """Frame results in time order, one batch at a time."""
-    for batch in batches:
-        log.debug("batch %s/%d: %d frames", batch.stream_id, batch.seq, len(batch))
-        yield from detect_batch(detectors, batch)
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def detect_batch(detectors: Sequence[Detector], batch: FrameBatch,
+                 pool: ThreadPoolExecutor | None = None) -> list[FrameResult]:
+    """Every detector's results for one batch, merged. With a pool, the detectors run at the
+    same time (they spend their time in OpenCV, numpy and ONNX Runtime, which release the GIL),
+    as they do in separate Ray deployments."""
+    if pool is None or len(detectors) < 2:
+        return merge_results([d.detect(batch) for d in detectors])
+    return merge_results(list(pool.map(lambda d: d.detect(batch), detectors)))
+
+
+def run_local(batches: Iterable[FrameBatch], detectors: Sequence[Detector],
+              tracking: TrackingConfig | None = None, concurrent: bool = True) -> Iterator[FrameResult]:
+    """Frame results in time order, one batch at a time.
+
+    With `concurrent`, the detectors of a batch run in threads of their own. With `tracking`,
+    each stream's results pass through a `DetectionTracker` (hysteresis and bridging over
+    time); they then come out a few frames late, and all of them by the end. Batches of
+    several streams may be interleaved, each stream's in time order.
+    """
+    trackers: dict[str, DetectionTracker] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(detectors)), thread_name_prefix="detector") as pool:
+        for batch in batches:
+            log.debug("batch %s/%d: %d frames", batch.stream_id, batch.seq, len(batch))
+            results = detect_batch(detectors, batch, pool if concurrent else None)
+            if tracking is None:
+                yield from results
+                continue
+            tracker = trackers.setdefault(batch.stream_id, DetectionTracker(tracking))
+            for r in results:
+                yield from tracker.push(r)
+    for tracker in trackers.values():
+        yield from tracker.flush()

@@ -33,8 +33,10 @@ class Detector(ABC):
     #: the registry name, written into each Detection's `detector` field
     name: ClassVar[str]
     Params: ClassVar[type[DetectorParams]] = DetectorParams
-    #: whether the detector needs model weights that may be missing on a machine
+    #: whether the detector needs model weights (or a library) that may be missing on a machine
     needs_weights: ClassVar[bool] = False
+    #: whether it runs when no detectors are named; a slow one is only run by name
+    in_default_set: ClassVar[bool] = True
 
     def __init__(self, catalog: BrandCatalog, params: DetectorParams | None = None):
         self.catalog = catalog
@@ -57,6 +59,8 @@ class Detector(ABC):
 #: detector name -> "module:Class"
 DETECTORS: dict[str, str] = {
     "reference": "media_ray.detectors.reference:ReferenceDetector",
+    "shape": "media_ray.detectors.shape:ShapeDetector",
+    "ocr": "media_ray.detectors.ocr:OcrDetector",
     "visual": "media_ray.detectors.visual:VisualDetector",
     "clip": "media_ray.detectors.clip:ClipDetector",
 }
@@ -120,6 +124,8 @@ def default_set(params_by_name: dict[str, dict[str, Any]]) -> tuple[list[str], d
     chosen, left_out = [], {}
     for name in DETECTORS:
         cls = detector_class(name)
+        if not cls.in_default_set:
+            continue
         reason = cls.unavailable_reason(parse_params(name, params_by_name.get(name))) if cls.needs_weights else None
         if reason is None:
             chosen.append(name)

@@ -33,7 +33,7 @@ class ReferenceParams(DetectorParams):
     features: Literal["sift", "orb"] = Field(
         "sift", description="keypoint detector and descriptor")
     working_long_side: int = Field(
-        960, ge=64, description="frames are resized so that their long side is this for matching "
+        640, ge=64, description="frames are resized so that their long side is this for matching "
                                 "(never enlarged); boxes are mapped back to source pixels")
     reference_long_side: int = Field(
         400, ge=64, description="reference images are resized so that their long side is this")
@@ -47,7 +47,9 @@ class ReferenceParams(DetectorParams):
                     "and blue-yellow axes of CIELAB, which show a mark whose brightness is the "
                     "scene's")
     max_frame_features: int = Field(
-        0, ge=0, description="keypoints kept per frame, strongest first; 0 keeps all")
+        1000, ge=0, description="keypoints kept per frame and channel, strongest first; 0 keeps "
+                                "all (a cluttered scene gives thousands, and matching them all "
+                                "costs more than finding them)")
     ratio: float = Field(
         0.7, gt=0.0, le=1.0, description="Lowe's ratio: a match counts when its distance is below "
                                           "this times the distance to the nearest keypoint of "
@@ -56,6 +58,10 @@ class ReferenceParams(DetectorParams):
         8, ge=1, description="nearest reference keypoints searched for the ratio test's rival")
     ransac_reproj_px: float = Field(
         5.0, gt=0.0, description="RANSAC reprojection threshold at the working resolution")
+    ransac_method: Literal["ransac", "usac"] = Field(
+        "usac", description="robust estimator of the homography: plain RANSAC, or USAC "
+                            "(OpenCV's RANSAC with SPRT model checks and local optimisation, "
+                            "which gives up early on match sets with few inliers)")
     ransac_iters: int = Field(2000, ge=10, description="RANSAC iterations at most")
     ransac_confidence: float = Field(
         0.995, gt=0.0, lt=1.0, description="RANSAC stops early once this sure of its best model")
@@ -99,6 +105,9 @@ FEATURES: dict[str, _Feature] = {
     "orb": _Feature(create=lambda n: cv2.ORB_create(nfeatures=n or 100_000),
                     matcher=lambda: cv2.BFMatcher(cv2.NORM_HAMMING)),
 }
+
+
+ROBUST_METHODS: dict[str, int] = {"ransac": cv2.RANSAC, "usac": cv2.USAC_DEFAULT}
 
 
 @dataclass(frozen=True)
@@ -303,7 +312,7 @@ class ReferenceDetector(Detector):
         for _ in range(2 * p.max_instances):
             if len(found) == p.max_instances or len(src) < p.min_inliers:
                 break
-            H, mask = cv2.findHomography(src, dst, cv2.RANSAC, p.ransac_reproj_px,
+            H, mask = cv2.findHomography(src, dst, ROBUST_METHODS[p.ransac_method], p.ransac_reproj_px,
                                          maxIters=p.ransac_iters,
                                          confidence=p.ransac_confidence)
             if H is None or mask is None:

@@ -1,0 +1,167 @@
+"""The `ocr` detector: a brand reported where its name (or an alias) is read in the frame.
+
+Text is found and read by RapidOCR (`rapidocr-onnxruntime`: PP-OCR detection and recognition
+models run by ONNX Runtime; the models ship inside the wheel, so nothing is downloaded at run
+time). A line of text names a brand when, compared letters and digits only and case folded,
+the brand's name or an alias is in it, or it is the name with a letter or two misread. The box
+is the part of the line's box that the name takes (by its share of the line's characters).
+
+It analyses about 1-2 frames/s of 1280x720 video on two CPU cores, too slow for the default
+set, so it runs only when named (`--detectors reference,ocr`). It needs the `ocr` extra.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from media_ray.catalog import BrandCatalog
+from media_ray.detectors import Detector, DetectorError, DetectorParams
+from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
+
+log = logging.getLogger(__name__)
+
+
+class OcrParams(DetectorParams):
+    working_long_side: int = Field(
+        960, ge=64, description="frames are resized so that their long side is this for reading "
+                                "(never enlarged); boxes are mapped back to source pixels")
+    min_text_score: float = Field(
+        0.7, ge=0.0, le=1.0, description="recognition confidence a line of text needs")
+    min_name_similarity: float = Field(
+        0.85, gt=0.0, le=1.0, description="how close (difflib ratio) a misread name must be")
+    min_name_length: int = Field(
+        3, ge=1, description="names shorter than this (in letters and digits) are not looked for: "
+                             "they turn up inside too many words")
+    threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets it choose")
+
+
+@dataclass(frozen=True)
+class _Name:
+    brand_id: str
+    key: str  # letters and digits, case folded
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text.casefold())
+
+
+class OcrDetector(Detector):
+    """Reads text and reports the brands it names.
+
+    Score of a detection: the recognition confidence times how closely the name was read
+    (1 for an exact match).
+    """
+
+    name = "ocr"
+    Params = OcrParams
+    params: OcrParams
+    # RapidOCR is an optional extra; and at about 1 s a frame on two cores it is run by name only
+    needs_weights = True
+    in_default_set = False
+
+    def __init__(self, catalog: BrandCatalog, params: OcrParams | None = None):
+        super().__init__(catalog, params)
+        try:
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError as e:
+            raise DetectorError(f"the ocr detector needs rapidocr-onnxruntime: {e}") from None
+        threads = self.params.threads or -1
+        self._engine = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=threads)
+        self._build(catalog)
+
+    @classmethod
+    def unavailable_reason(cls, params: DetectorParams) -> str | None:
+        try:
+            import rapidocr_onnxruntime  # noqa: F401
+        except ImportError:
+            return "rapidocr-onnxruntime is not installed (pip install rapidocr-onnxruntime)"
+        return None
+
+    def set_catalog(self, catalog: BrandCatalog) -> None:
+        super().set_catalog(catalog)
+        self._build(catalog)
+
+    def _build(self, catalog: BrandCatalog) -> None:
+        p = self.params
+        self._names = [_Name(b.id, _key(n)) for b in catalog for n in b.names
+                       if len(_key(n)) >= p.min_name_length]
+        log.info("ocr: %d names of %d brands", len(self._names), len(catalog))
+
+    def detect(self, batch: FrameBatch) -> list[FrameResult]:
+        results = empty_results(batch)
+        if not self._names:
+            return results
+        width, height = batch.size
+        for frame, result in zip(batch.frames, results):
+            result.detections = self.read(frame, width, height)
+        return results
+
+    def read(self, rgb: np.ndarray, width: int, height: int) -> list[Detection]:
+        """The brands named in one frame, with boxes in source pixels."""
+        p = self.params
+        h, w = rgb.shape[:2]
+        scale = min(1.0, p.working_long_side / max(h, w))
+        if scale < 1.0:
+            rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        lines, _ = self._engine(np.ascontiguousarray(rgb[..., ::-1]))  # the engine wants BGR
+        found: dict[tuple[str, tuple[int, ...]], Detection] = {}
+        for quad, text, conf in lines or []:
+            conf = float(conf)
+            if conf < p.min_text_score:
+                continue
+            quad = np.asarray(quad, np.float32) / scale
+            for brand_id, closeness, span in self._names_in(text):
+                box = _span_box(quad, span, width, height)
+                d = Detection(label=brand_id, score=float(np.clip(conf * closeness, 0.0, 1.0)),
+                              box=box, detector=self.name)
+                key = (brand_id, tuple(round(v) for v in box))
+                if key not in found or found[key].score < d.score:
+                    found[key] = d
+                log.debug("read %r: %s (%.2f)", text, brand_id, d.score)
+        return list(found.values())
+
+    def _names_in(self, text: str) -> list[tuple[str, float, tuple[float, float]]]:
+        """(brand id, closeness, (start, end) share of the line) for each brand the line names."""
+        p = self.params
+        line = _key(text)
+        if not line:
+            return []
+        out: dict[str, tuple[float, tuple[float, float]]] = {}
+        for name in self._names:
+            at = line.find(name.key)
+            if at >= 0:
+                hit = (1.0, (at / len(line), (at + len(name.key)) / len(line)))
+            else:
+                # a misread name: the whole line, or a window of the line as long as the name
+                best, where = 0.0, (0.0, 1.0)
+                n = len(name.key)
+                for start in range(0, max(1, len(line) - n + 1)):
+                    window = line[start:start + n] if len(line) > n else line
+                    r = difflib.SequenceMatcher(None, window, name.key).ratio()
+                    if r > best:
+                        best, where = r, (start / len(line), min(1.0, (start + n) / len(line)))
+                if best < p.min_name_similarity:
+                    continue
+                hit = (best, where)
+            if name.brand_id not in out or out[name.brand_id][0] < hit[0]:
+                out[name.brand_id] = hit
+        return [(b, c, span) for b, (c, span) in out.items()]
+
+
+def _span_box(quad: np.ndarray, span: tuple[float, float], width: int,
+              height: int) -> tuple[float, float, float, float]:
+    """The axis-aligned box of the part of a text line's quadrilateral (top-left, top-right,
+    bottom-right, bottom-left) between two shares of its length."""
+    tl, tr, br, bl = quad
+    a, b = span
+    pts = np.stack([tl + (tr - tl) * a, tl + (tr - tl) * b, bl + (br - bl) * a, bl + (br - bl) * b])
+    x0, y0 = pts.min(0)
+    x1, y1 = pts.max(0)
+    return (max(0.0, float(x0)), max(0.0, float(y0)), min(float(width), float(x1)),
+            min(float(height), float(y1)))

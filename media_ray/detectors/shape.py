@@ -1,0 +1,451 @@
+"""The `shape` detector: flat, single-colour marks found by their colour and silhouette.
+
+Keypoint matchers find little on a swoosh or three black stripes: a flat mark has no texture,
+only an outline. This detector looks for each brand's main colour (the catalogue's `colour`)
+and compares the silhouettes of the regions of that colour with the brand's own:
+
+1. proposals: the frame, at a working resolution, in CIELAB; for each distinct brand colour
+   the pixels within a few colour distances of it (for black and near-black marks: the pixels
+   darker than a few lightness levels and nearly grey), as masks;
+2. regions: connected components of each mask, and of the mask closed at a few radii so that
+   a mark made of separate parts (stripes, letters) is also seen whole;
+3. shape: each region's mask, cropped to its bounds and resized to a small square, is compared
+   by normalised correlation with the brand's colour mask rendered at every rotation step
+   (cropped and resized the same way, so scale and aspect are normalised away);
+4. rejections: the mark must contrast with a thin ring around it (a region cut out of a larger
+   area of nearly the same colour is no mark), and it must match its logo clearly better than
+   a plain shape (its own moment ellipse or convex hull) does.
+
+A brand whose reference is itself a plain shape (a disk, a square) or who has no colour is
+not looked for: any blob of its colour would pass. Needs no model weights.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from media_ray.catalog import Brand, BrandCatalog
+from media_ray.detectors import Detector, DetectorParams
+from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
+
+log = logging.getLogger(__name__)
+
+
+class ShapeParams(DetectorParams):
+    """Lengths in pixels are at the working resolution; colour distances are CIE76 ΔE."""
+
+    working_long_side: int = Field(
+        640, ge=64, description="frames are resized so that their long side is this (never "
+                                "enlarged); boxes are mapped back to source pixels")
+    colour_tolerances: tuple[float, ...] = Field(
+        (14.0, 26.0), min_length=1, description="colour distances from a brand colour within "
+                                                "which a pixel may be part of its mark")
+    dark_lightness: float = Field(
+        25.0, gt=0.0, le=100.0, description="a brand colour darker than this (L*) and nearly grey "
+                                            "is a black mark, found by lightness levels")
+    dark_levels: tuple[float, ...] = Field(
+        (8.0, 14.0, 22.0), min_length=1, description="L* below which a pixel may be part of a "
+                                                     "black mark")
+    grey_chroma: float = Field(
+        14.0, gt=0.0, description="chroma below which a pixel (or brand colour) counts as grey")
+    colour_merge: float = Field(
+        8.0, ge=0.0, description="brand colours closer than this share one mask")
+    open_radii: tuple[int, ...] = Field(
+        (0, 3), min_length=1, description="radii a mask is opened with, so that a mark touching "
+                                          "an area of its own colour through thin parts is cut "
+                                          "free of it")
+    close_radii: tuple[int, ...] = Field(
+        (0, 3, 8), min_length=1, description="radii a mask is closed with, so that separate "
+                                              "parts of one mark are also taken together (for "
+                                              "marks of several parts; others use the first)")
+    keystone: float = Field(
+        0.4, ge=0.0, lt=1.0, description="the references are also seen turned away from the "
+                                         "camera: one edge this much shorter, the opposite one "
+                                         "this much longer (0: rotations only)")
+    template_size: int = Field(32, ge=8, le=128, description="side of the square silhouettes are "
+                                                             "compared at")
+    rotation_step_deg: float = Field(10.0, gt=0.0, le=90.0, description="rotations of the "
+                                                                         "references tried")
+    min_side_px: float = Field(12.0, ge=2.0, description="shortest side of a region's bounds")
+    min_area_px: int = Field(50, ge=1, description="fewest pixels of a region")
+    max_frame_fraction: float = Field(
+        0.6, gt=0.0, le=1.0, description="largest share of the frame a region's bounds may cover")
+    max_aspect_change: float = Field(
+        1.6, ge=1.0, description="a region's aspect ratio may differ from the rotated "
+                                 "reference's by this factor at most, either way")
+    max_fill_change: float = Field(
+        1.6, ge=1.0, description="a region's share of its bounds may differ from the rotated "
+                                 "reference's by this factor at most, either way")
+    max_regions: int = Field(
+        120, ge=1, description="regions compared per mask at most, largest first")
+    min_similarity: float = Field(
+        0.82, gt=0.0, le=1.0, description="correlation with the brand's silhouette a region needs")
+    plain_margin: float = Field(
+        0.10, ge=0.0, description="how much more a region may look like a plain shape (its own "
+                                  "moment ellipse or convex hull) than the brand's mark does")
+    plain_floor: float = Field(
+        0.75, ge=0.0, le=1.0, description="a region may always look this much like a plain shape")
+    plain_reference: float = Field(
+        0.90, gt=0.0, le=1.0, description="a reference that matches its own plain shape this "
+                                          "well is not looked for")
+    ring_px: int = Field(3, ge=1, description="width of the ring around a region")
+    min_ring_contrast: float = Field(
+        20.0, ge=0.0, description="colour distance between a region's mean and its ring's mean")
+    nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="of two overlapping boxes, only "
+                                                            "the better is kept")
+
+
+@dataclass(frozen=True)
+class _Silhouettes:
+    """One brand's colour mask, rendered at every rotation step and normalised."""
+
+    brand: Brand
+    vectors: np.ndarray  # (R, S*S) float32, zero mean, unit norm
+    aspects: np.ndarray  # (R,) width / height of the rotated mask's bounds
+    fills: np.ndarray  # (R,) share of the rotated mask's bounds that the mask covers
+    plain: float  # how much the mark looks like a plain shape (`_plain_similarity`)
+    parted: bool  # made of separate parts of some size (stripes, letters)
+
+
+@dataclass(frozen=True)
+class _Mask:
+    """Brands sharing one colour, and how pixels of that colour are picked."""
+
+    lab: np.ndarray  # (3,) the colour, CIELAB
+    dark: bool  # a black mark: lightness levels instead of colour distances
+    shapes: list[_Silhouettes]
+    #: whether a mark of this colour is made of separate parts (so its regions are grouped)
+    parted: bool
+
+    def plausible(self, aspect: np.ndarray, fill: np.ndarray, max_aspect: float,
+                  max_fill: float) -> np.ndarray:
+        """Which regions (by the aspect and fill of their bounds) some rotated silhouette of
+        this colour could be; a cheap test before the correlation."""
+        a = np.concatenate([s.aspects for s in self.shapes])
+        f = np.concatenate([s.fills for s in self.shapes])
+        ra = aspect[:, None] / a[None, :]
+        rf = fill[:, None] / f[None, :]
+        return ((ra <= max_aspect) & (ra >= 1 / max_aspect)
+                & (rf <= max_fill) & (rf >= 1 / max_fill)).any(1)
+
+
+@dataclass(frozen=True)
+class _Found:
+    brand: Brand
+    similarity: float
+    box: tuple[float, float, float, float]  # working resolution
+
+
+class ShapeDetector(Detector):
+    """Finds flat single-colour marks by colour proposals and silhouette correlation.
+
+    Score of a detection: the silhouette correlation (0.8..1 with the defaults). Box: the
+    bounds of the region, mapped to source pixels.
+    """
+
+    name = "shape"
+    Params = ShapeParams
+    params: ShapeParams
+
+    def __init__(self, catalog: BrandCatalog, params: ShapeParams | None = None):
+        super().__init__(catalog, params)
+        self._build(catalog)
+
+    def set_catalog(self, catalog: BrandCatalog) -> None:
+        super().set_catalog(catalog)
+        self._build(catalog)
+
+    # references -----------------------------------------------------------------------------
+
+    def _build(self, catalog: BrandCatalog) -> None:
+        p = self.params
+        self._masks: list[_Mask] = []
+        for brand in catalog.with_images():
+            if brand.colour is None:
+                log.info("brand %s has no colour: not looked for by shape", brand.id)
+                continue
+            lab = _lab(np.uint8([[brand.colour]]))[0, 0]
+            mask = self._reference_mask(brand, lab)
+            if mask is None:
+                continue
+            plain = _plain_similarity(mask, p.template_size)
+            if plain >= p.plain_reference:
+                log.info("brand %s: its mark is a plain shape (%.2f): not looked for by shape",
+                         brand.id, plain)
+                continue
+            shapes = self._silhouettes(brand, mask, plain)
+            for n, m in enumerate(self._masks):
+                if float(np.linalg.norm(m.lab - lab)) <= p.colour_merge:
+                    self._masks[n] = _Mask(m.lab, m.dark, m.shapes + [shapes], m.parted or shapes.parted)
+                    break
+            else:
+                dark = lab[0] < p.dark_lightness and np.hypot(lab[1], lab[2]) < p.grey_chroma
+                self._masks.append(_Mask(lab, bool(dark), [shapes], shapes.parted))
+        log.info("shape references: %d brands in %d colour masks",
+                 sum(len(m.shapes) for m in self._masks), len(self._masks))
+
+    def _reference_mask(self, brand: Brand, lab: np.ndarray) -> np.ndarray | None:
+        """The reference's pixels of the brand colour (opaque ones), as a 0/1 mask."""
+        p = self.params
+        rgba = brand.image
+        h, w = rgba.shape[:2]
+        s = 256 / max(h, w)
+        rgba = cv2.resize(rgba, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        opaque = rgba[..., 3] >= 128
+        near = np.linalg.norm(_lab(rgba[..., :3]) - lab, axis=2) <= max(p.colour_tolerances)
+        mask = (opaque & near).astype(np.uint8)
+        if mask.sum() < 0.3 * max(1, opaque.sum()):
+            log.info("brand %s: its colour covers too little of its mark: not looked for by shape",
+                     brand.id)
+            return None
+        return mask
+
+    def _silhouettes(self, brand: Brand, mask: np.ndarray, plain: float) -> _Silhouettes:
+        """The mask seen at every rotation step, each also with the keystone of a mark turned
+        away from the camera about its vertical or horizontal axis."""
+        p = self.params
+        h, w = mask.shape
+        side = int(np.ceil(np.hypot(h, w) * (1 + p.keystone))) + 4
+        src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+        k = p.keystone
+        views = [src]
+        if k > 0:
+            for s in (k, -k):  # one edge shorter by k, the opposite one longer by k
+                views.append(np.float32([[0, h * s / 2], [w, -h * s / 2], [w, h + h * s / 2], [0, h - h * s / 2]]))
+                views.append(np.float32([[w * s / 2, 0], [w - w * s / 2, 0], [w + w * s / 2, h], [-w * s / 2, h]]))
+        vectors, aspects, fills = [], [], []
+        for dst in views:
+            dst = dst + np.float32([(side - w) / 2, (side - h) / 2])
+            canvas = cv2.warpPerspective(mask.astype(np.float32), cv2.getPerspectiveTransform(src, dst),
+                                         (side, side), flags=cv2.INTER_LINEAR)
+            for angle in np.arange(0.0, 360.0, p.rotation_step_deg):
+                m = cv2.getRotationMatrix2D((side / 2, side / 2), float(angle), 1.0)
+                rotated = (cv2.warpAffine(canvas, m, (side, side), flags=cv2.INTER_LINEAR) >= 0.5)
+                crop = _crop(rotated.astype(np.uint8))
+                vec = _normalised(crop, p.template_size) if crop is not None else None
+                if vec is None:
+                    continue
+                vectors.append(vec)
+                aspects.append(crop.shape[1] / crop.shape[0])
+                fills.append(crop.mean())
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        parts = int((stats[1:, cv2.CC_STAT_AREA] >= 0.02 * mask.sum()).sum())
+        return _Silhouettes(brand, np.stack(vectors), np.float32(aspects), np.float32(fills),
+                            plain, parts > 1)
+
+    # frames ---------------------------------------------------------------------------------
+
+    def detect(self, batch: FrameBatch) -> list[FrameResult]:
+        results = empty_results(batch)
+        if not self._masks:
+            return results
+        width, height = batch.size
+        for frame, result in zip(batch.frames, results):
+            found, scale = self._find(frame)
+            result.detections = [
+                Detection(label=f.brand.id, score=float(np.clip(f.similarity, 0.0, 1.0)),
+                          box=_to_source(f.box, scale, width, height), detector=self.name)
+                for f in found
+            ]
+        return results
+
+    def _find(self, rgb: np.ndarray) -> tuple[list[_Found], float]:
+        p = self.params
+        h, w = rgb.shape[:2]
+        scale = min(1.0, p.working_long_side / max(h, w))
+        if scale < 1.0:
+            rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        lab = _lab(rgb)
+        L, A, B = cv2.split(lab)
+        grey = None
+        found: list[_Found] = []
+        for m in self._masks:
+            if m.dark:
+                if grey is None:
+                    grey = (A * A + B * B) < p.grey_chroma ** 2
+                masks = [(L < level) & grey for level in p.dark_levels]
+            else:
+                d2 = (L - m.lab[0]) ** 2 + (A - m.lab[1]) ** 2 + (B - m.lab[2]) ** 2
+                masks = [d2 < tol * tol for tol in p.colour_tolerances]
+            for mask in masks:
+                mask = mask.astype(np.uint8)
+                if cv2.countNonZero(mask) < p.min_area_px:
+                    continue
+                for radius in p.open_radii:
+                    opened = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(radius))
+                    found += self._regions(opened, m, lab)
+        return _suppress(found, p.nms_iou), scale
+
+    def _regions(self, mask: np.ndarray, m: _Mask, lab: np.ndarray) -> list[_Found]:
+        """The marks among one mask's regions, at every closing radius."""
+        p = self.params
+        H, W = mask.shape
+        found = []
+        seen: set[tuple[int, ...]] = set()
+        for radius in (p.close_radii if m.parted else p.close_radii[:1]):
+            grouped = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(radius))
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
+            x, y, bw, bh, area = (stats[1:, i] for i in range(5))
+            # a region cut by the frame's edge shows no whole silhouette to compare
+            ok = ((np.minimum(bw, bh) >= p.min_side_px) & (area >= p.min_area_px)
+                  & (bw * bh <= p.max_frame_fraction * W * H)
+                  & (x > 0) & (y > 0) & (x + bw < W) & (y + bh < H))
+            ok[ok] = m.plausible(bw[ok] / bh[ok], area[ok] / (bw[ok] * bh[ok]),
+                                 p.max_aspect_change, p.max_fill_change)
+            for i in (np.flatnonzero(ok)[np.argsort(-area[ok])][:p.max_regions] + 1):
+                key = tuple(stats[i])
+                if key in seen:  # the same region at another radius
+                    continue
+                seen.add(key)
+                x0, y0, x1, y1 = stats[i, 0], stats[i, 1], stats[i, 0] + stats[i, 2], stats[i, 1] + stats[i, 3]
+                region = ((labels[y0:y1, x0:x1] == i) & (mask[y0:y1, x0:x1] > 0)).astype(np.uint8)
+                hit = self._match(region, m)
+                if hit is None:
+                    continue
+                brand, sim = hit
+                if not self._contrasts(lab, region, (x0, y0, x1, y1)):
+                    log.debug("brand %s: region at %d,%d matches (%.2f) but does not stand out",
+                              brand.id, x0, y0, sim)
+                    continue
+                found.append(_Found(brand, sim, (float(x0), float(y0), float(x1), float(y1))))
+        return found
+
+    def _match(self, region: np.ndarray, m: _Mask) -> tuple[Brand, float] | None:
+        """The brand whose silhouette the region matches, with the correlation, or None."""
+        p = self.params
+        crop = _crop(region)
+        if crop is None:
+            return None
+        vec = _normalised(crop, p.template_size)
+        if vec is None:
+            return None
+        aspect = crop.shape[1] / crop.shape[0]
+        best, best_sim = None, p.min_similarity
+        for s in m.shapes:
+            change = aspect / s.aspects
+            ok = (change <= p.max_aspect_change) & (change >= 1.0 / p.max_aspect_change)
+            if not ok.any():
+                continue
+            sim = float((s.vectors[ok] @ vec).max())
+            if sim >= best_sim:
+                best, best_sim = s, sim
+        if best is None:
+            return None
+        # a blob that happens to correlate with a mark looks far plainer than the mark
+        if _plain_similarity(crop, p.template_size) > max(best.plain + p.plain_margin, p.plain_floor):
+            return None
+        return best.brand, best_sim
+
+    def _contrasts(self, lab: np.ndarray, region: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+        """Whether the region's colour differs from that of a thin ring around it."""
+        p = self.params
+        H, W = lab.shape[:2]
+        r = p.ring_px
+        x0, y0, x1, y1 = box
+        X0, Y0, X1, Y1 = max(0, x0 - 2 * r), max(0, y0 - 2 * r), min(W, x1 + 2 * r), min(H, y1 + 2 * r)
+        inside = np.zeros((Y1 - Y0, X1 - X0), np.uint8)
+        inside[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0] = region
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        near = cv2.dilate(inside, kernel)
+        ring = (cv2.dilate(near, kernel) > 0) & (near == 0)
+        if not ring.any():
+            return True
+        patch = lab[Y0:Y1, X0:X1]
+        contrast = np.linalg.norm(patch[inside > 0].mean(0) - patch[ring].mean(0))
+        return bool(contrast >= p.min_ring_contrast)
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (L* 0..100) of uint8 RGB, float32."""
+    return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
+
+
+def _crop(mask: np.ndarray) -> np.ndarray | None:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def _normalised(crop: np.ndarray, size: int) -> np.ndarray | None:
+    """A 0/1 mask cropped to its bounds as a zero-mean, unit-norm vector of a size x size square."""
+    v = cv2.resize(crop.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    v = cv2.GaussianBlur(v, (0, 0), size / 32.0).ravel()
+    v -= v.mean()
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 1e-6 else None
+
+
+def _plain_similarity(crop: np.ndarray, size: int) -> float:
+    """How well the mask matches a plain shape: the better of its moment ellipse and its
+    convex hull, compared as the silhouettes are (1 for a mask that is itself plain)."""
+    crop = _crop(crop)
+    if crop is None:
+        return 1.0
+    vec = _normalised(crop, size)
+    if vec is None:
+        return 1.0
+    plains = []
+    contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if contours:
+        hull = np.zeros_like(crop)
+        cv2.fillPoly(hull, [cv2.convexHull(np.concatenate(contours))], 1)
+        plains.append(hull)
+    mo = cv2.moments(crop, binaryImage=True)
+    if mo["m00"] > 0:
+        cx, cy = mo["m10"] / mo["m00"], mo["m01"] / mo["m00"]
+        cov = np.array([[mo["mu20"], mo["mu11"]], [mo["mu11"], mo["mu02"]]]) / mo["m00"]
+        vals, vecs = np.linalg.eigh(cov)
+        axes = 2.0 * np.sqrt(np.maximum(vals, 1e-6))  # a uniform ellipse's semi-axes
+        angle = float(np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1])))
+        ellipse = np.zeros_like(crop)
+        cv2.ellipse(ellipse, (round(cx), round(cy)), (max(1, round(axes[1])), max(1, round(axes[0]))),
+                    angle, 0, 360, 1, -1)
+        plains.append(ellipse)
+    best = 0.0
+    for plain in plains:
+        pc = _crop(plain)
+        pv = _normalised(pc, size) if pc is not None else None
+        if pv is not None:
+            best = max(best, float(pv @ vec))
+    return best
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over the smaller box: 1 when one box holds the other."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / small if small > 0 else 0.0
+
+
+def _suppress(found: list[_Found], iou: float) -> list[_Found]:
+    """The marks, best first, without those overlapping a better one (of any brand) or lying
+    inside it: a part of a mark (one stripe, the tail of a swoosh) may look like a mark too."""
+    kept: list[_Found] = []
+    for f in sorted(found, key=lambda f: -f.similarity):
+        if all(_iou(k.box, f.box) < iou and _overlap(k.box, f.box) < 0.8 for k in kept):
+            kept.append(f)
+    return kept
+
+
+def _to_source(box: tuple[float, float, float, float], scale: float,
+               width: int, height: int) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (v / scale for v in box)
+    return (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))

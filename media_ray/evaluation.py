@@ -1,0 +1,272 @@
+"""`media-ray eval`: detectors run over clips with ground truth, and scored.
+
+A clip is `NAME.mp4` (any video suffix) with `NAME.gt.json` beside it, in the format that
+`make_clip.py` writes: per source frame, every logo's `brand`, `bbox_xyxy` (pixels, x1/y1
+exclusive), `visible_frac` and `distractor`. Each clip is analysed in this process (no Ray)
+by `run_local` with the temporal stage, its exposure aggregated as `media-ray analyze` does,
+and scored by these rules (those of the project's scoring instrument):
+
+- a logo is *required* when it is of the catalogue, at least half visible and at least 24 px
+  on its short side; other catalogue logos may be found or missed freely; a distractor (a
+  logo outside the catalogue) must never be reported;
+- box scores: detections, highest score first, are matched to unmatched logos of the same
+  label at IoU >= 0.5; a match to a required logo is a true positive, a match to an optional
+  one counts neither way, no match is a false positive (a *distractor hit* when it lies on a
+  distractor at IoU >= 0.5); required logos left unmatched are false negatives;
+- presence scores compare the set of labels reported on a frame with the labels present;
+- exposure error: the sum over brands of |reported - true seconds on screen| over the total
+  true seconds (true seconds counted at the clip's full frame rate, from required logos).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from pydantic import BaseModel
+
+from media_ray.catalog import BrandCatalog
+from media_ray.config import MediaRayConfig
+from media_ray.detectors import Detector, create, default_set
+from media_ray.exposure import ExposureAggregator
+from media_ray.model import FrameBatch
+from media_ray.pipeline import run_local
+from media_ray.sources import batched, decode, probe
+from media_ray.tracking import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+MIN_SIDE_PX = 24
+MIN_VISIBLE = 0.5
+MATCH_IOU = 0.5
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".ts", ".m4v")
+
+
+class Counts(BaseModel):
+    """Counts that add up over clips; the figures are ratios of them."""
+
+    frames: int = 0
+    box_tp: int = 0
+    box_fp: int = 0
+    box_fn: int = 0
+    presence_tp: int = 0
+    presence_fp: int = 0
+    presence_fn: int = 0
+    distractor_hits: int = 0
+    exposure_abs_error_s: float = 0.0
+    exposure_true_s: float = 0.0
+    analysis_s: float = 0.0  # time in the detectors and the temporal stage, decoding excluded
+
+    def __add__(self, other: "Counts") -> "Counts":
+        return Counts(**{k: getattr(self, k) + getattr(other, k) for k in Counts.model_fields})
+
+    @property
+    def box_precision(self) -> float | None:
+        return _ratio(self.box_tp, self.box_tp + self.box_fp)
+
+    @property
+    def box_recall(self) -> float | None:
+        return _ratio(self.box_tp, self.box_tp + self.box_fn)
+
+    @property
+    def presence_precision(self) -> float | None:
+        return _ratio(self.presence_tp, self.presence_tp + self.presence_fp)
+
+    @property
+    def presence_recall(self) -> float | None:
+        return _ratio(self.presence_tp, self.presence_tp + self.presence_fn)
+
+    @property
+    def exposure_error(self) -> float:
+        return self.exposure_abs_error_s / (self.exposure_true_s or 1.0)
+
+    @property
+    def frames_per_s(self) -> float | None:
+        return self.frames / self.analysis_s if self.analysis_s > 0 else None
+
+    def figures(self) -> dict[str, Any]:
+        return {"box_precision": self.box_precision, "box_recall": self.box_recall,
+                "presence_precision": self.presence_precision,
+                "presence_recall": self.presence_recall,
+                "distractor_hits": self.distractor_hits, "exposure_error": self.exposure_error,
+                "frames_per_s": self.frames_per_s}
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def required(obj: dict) -> bool:
+    """Whether a ground-truth logo must be found."""
+    x0, y0, x1, y1 = obj["bbox_xyxy"]
+    return (not obj.get("distractor") and obj["visible_frac"] >= MIN_VISIBLE
+            and min(x1 - x0, y1 - y0) >= MIN_SIDE_PX)
+
+
+def score(gt: dict, records: list[dict], exposure_s: dict[str, float]) -> Counts:
+    """Count one clip's frame records (the output contract's) against its ground truth."""
+    fps, n = gt["fps"], gt["n_frames"]
+    c = Counts()
+    seen: set[int] = set()
+    for r in records:
+        i = min(max(int(round(float(r["t"]) * fps)), 0), n - 1)
+        if i in seen:
+            continue
+        seen.add(i)
+        objs = gt["frames"][i]["objects"]
+        req = [o for o in objs if required(o)]
+        opt = [o for o in objs if not required(o) and not o.get("distractor")]
+        dets = sorted(r["detections"], key=lambda d: -float(d.get("score", 0)))
+        used: set[int] = set()
+        for d in (d for d in dets if d.get("box") is not None):
+            best, best_j = 0.0, None
+            for j, o in enumerate(req + opt):
+                if j not in used and o["brand"] == d["label"]:
+                    v = _iou(d["box"], o["bbox_xyxy"])
+                    if v > best:
+                        best, best_j = v, j
+            if best >= MATCH_IOU:
+                used.add(best_j)
+                c.box_tp += best_j < len(req)
+            else:
+                c.box_fp += 1
+                if any(o.get("distractor") and _iou(d["box"], o["bbox_xyxy"]) >= MATCH_IOU
+                       for o in objs):
+                    c.distractor_hits += 1
+        c.box_fn += sum(1 for j in range(len(req)) if j not in used)
+        said = {d["label"] for d in dets}
+        want = {o["brand"] for o in req}
+        may = {o["brand"] for o in opt}
+        c.presence_tp += len(said & want)
+        c.presence_fp += len(said - want - may)
+        c.presence_fn += len(want - said)
+    c.frames = len(seen)
+    true_s: dict[str, float] = {}
+    for f in gt["frames"]:
+        for b in {o["brand"] for o in f["objects"] if required(o)}:
+            true_s[b] = true_s.get(b, 0.0) + 1.0 / fps
+    c.exposure_abs_error_s = sum(abs(exposure_s.get(b, 0.0) - true_s.get(b, 0.0))
+                                 for b in set(true_s) | set(exposure_s))
+    c.exposure_true_s = sum(true_s.values())
+    return c
+
+
+def find_clips(paths: Iterable[str]) -> list[tuple[Path, Path]]:
+    """(video, ground truth) pairs: clips named directly, or every clip in named folders."""
+    out = []
+    for p in map(Path, paths):
+        videos = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES) if p.is_dir() else [p]
+        for v in videos:
+            gt = v.with_name(v.stem + ".gt.json")
+            if gt.exists():
+                out.append((v, gt))
+            elif not p.is_dir():
+                raise FileNotFoundError(f"{v}: no ground truth {gt.name} beside it")
+    if not out:
+        raise FileNotFoundError(f"no clips with ground truth in {', '.join(map(str, paths))}")
+    return out
+
+
+class _Timed:
+    """An iterator whose own time (decoding) is measured, so it can be taken out."""
+
+    def __init__(self, it: Iterator[FrameBatch]):
+        self.it, self.seconds = it, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> FrameBatch:
+        start = time.perf_counter()
+        try:
+            return next(self.it)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def evaluate_clip(video: Path, gt_path: Path, detectors: list[Detector], catalog: BrandCatalog,
+                  config: MediaRayConfig, tracking: TrackingConfig | None,
+                  out: Path | None = None) -> Counts:
+    """Analyse one clip in this process and score it; with `out`, keep its frames.jsonl and
+    report.json there."""
+    from media_ray.output import AnalysisWriter
+
+    fps = config.sampling.fps
+    info = probe(str(video))
+    batches = _Timed(batched(decode(str(video), fps, config.sampling.decode_threads), video.stem,
+                             config.sampling.batch_size))
+    aggregator = ExposureAggregator(catalog, fps, config.exposure)
+    records = []
+    writer = AnalysisWriter(out) if out is not None else None
+    start = time.perf_counter()
+    for r in run_local(batches, detectors, tracking):
+        aggregator.add(r)
+        records.append(r.record())
+        if writer is not None:
+            writer.write(r)
+    elapsed = time.perf_counter() - start
+    report = aggregator.report(str(video), info.duration_s)
+    if writer is not None:
+        writer.finish(report)
+    counts = score(json.loads(gt_path.read_text()), records,
+                   {b: e.exposure_s for b, e in report.brands.items()})
+    counts.analysis_s = elapsed - batches.seconds
+    return counts
+
+
+def _fmt(v: float | int | None) -> str:
+    if v is None:
+        return "-"
+    return str(v) if isinstance(v, int) else f"{v:.3f}"
+
+
+def format_table(rows: list[tuple[str, Counts]]) -> str:
+    head = ("clip", "frames", "box P", "box R", "pres P", "pres R", "distr", "exp err", "frames/s")
+    lines = [head]
+    for name, c in rows:
+        f = c.figures()
+        lines.append((name, str(c.frames), *(_fmt(f[k]) for k in
+                      ("box_precision", "box_recall", "presence_precision", "presence_recall",
+                       "distractor_hits", "exposure_error", "frames_per_s"))))
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """The `eval` command: prints one row per clip and an overall row (counts pooled)."""
+    config = MediaRayConfig.load(args.config)
+    config.sampling.fps = args.fps
+    tracking = config.tracking
+    catalog = BrandCatalog.from_folder(args.brands)
+    if args.detectors:
+        names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+    else:
+        names, left_out = default_set(config.detectors)
+        for name, reason in left_out.items():
+            print(f"note: {name} is not used: {reason}")
+    detectors = [create(n, catalog, config.params_for(n)) for n in names]
+    clips = find_clips(args.clips)
+    print(f"{len(clips)} clip(s), detectors {', '.join(names)}, {args.fps:g} frames/s, "
+          f"tracking {'on' if tracking.enabled else 'off'}")
+    rows = []
+    for video, gt in clips:
+        out = Path(args.out) / video.stem if args.out else None
+        rows.append((video.stem, evaluate_clip(video, gt, detectors, catalog, config,
+                                               tracking if tracking.enabled else None, out)))
+    total = sum((c for _, c in rows), Counts())
+    print(format_table(rows + ([("overall", total)] if len(rows) > 1 else [])))
+    return 0

@@ -1,0 +1,111 @@
+"""The temporal stage: hysteresis and bridging over one stream's frame results."""
+from __future__ import annotations
+
+from media_ray.model import Detection, FrameResult
+from media_ray.pipeline import merge_results, run_local
+from media_ray.tracking import DetectionTracker, TrackingConfig
+
+
+def _frame(n: int, *boxes: tuple[str, tuple[float, float, float, float]]) -> FrameResult:
+    return FrameResult(t=n * 0.2, frame=n * 6, width=1280, height=720,
+                       detections=[Detection(label=label, score=0.8, box=box, detector="test")
+                                   for label, box in boxes])
+
+
+def _run(tracker: DetectionTracker, frames: list[FrameResult]) -> list[FrameResult]:
+    out = []
+    for f in frames:
+        out += tracker.push(f)
+    return out + tracker.flush()
+
+
+def _moving(n: int) -> tuple[float, float, float, float]:
+    return (100.0 + 10 * n, 200.0, 300.0 + 10 * n, 300.0)
+
+
+def test_a_one_frame_miss_is_bridged_with_an_interpolated_box():
+    frames = [_frame(n, ("acme", _moving(n))) if n != 3 else _frame(n) for n in range(7)]
+    out = _run(DetectionTracker(TrackingConfig()), frames)
+    assert [r.frame for r in out] == [f.frame for f in frames]
+    assert all(len(r.detections) == 1 for r in out)
+    bridged = out[3].detections[0]
+    assert bridged.label == "acme" and bridged.detector == "tracking"
+    assert bridged.box == _moving(3)
+    assert bridged.score < 0.8
+
+
+def test_a_one_frame_false_hit_is_suppressed():
+    frames = [_frame(n) for n in range(7)]
+    frames[3] = _frame(3, ("acme", (500.0, 500.0, 600.0, 560.0)))
+    out = _run(DetectionTracker(TrackingConfig()), frames)
+    assert all(r.detections == [] for r in out)
+
+
+def test_a_confirmed_track_keeps_its_first_hit():
+    frames = [_frame(n, ("acme", _moving(n))) for n in range(3)] + [_frame(3)]
+    out = _run(DetectionTracker(TrackingConfig()), frames)
+    assert [len(r.detections) for r in out] == [1, 1, 1, 0]
+    assert out[0].detections[0].box == _moving(0)
+
+
+def test_a_long_miss_is_not_bridged():
+    frames = [_frame(n, ("acme", _moving(n))) if n in (0, 1, 5, 6) else _frame(n) for n in range(7)]
+    out = _run(DetectionTracker(TrackingConfig(max_gap_frames=2)), frames)
+    assert [len(r.detections) for r in out] == [1, 1, 0, 0, 0, 1, 1]
+
+
+def test_hits_of_another_brand_or_far_away_do_not_confirm_a_track():
+    frames = [_frame(0, ("acme", (0.0, 0.0, 50.0, 50.0))),
+              _frame(1, ("globex", (0.0, 0.0, 50.0, 50.0))),
+              _frame(2, ("acme", (900.0, 600.0, 950.0, 650.0))),
+              _frame(3), _frame(4), _frame(5)]
+    out = _run(DetectionTracker(TrackingConfig()), frames)
+    assert all(r.detections == [] for r in out)
+
+
+def test_results_leave_with_a_bounded_delay_and_in_order():
+    config = TrackingConfig()
+    tracker = DetectionTracker(config)
+    ready = []
+    for n in range(10):
+        ready += tracker.push(_frame(n, ("acme", _moving(n))))
+        assert len(ready) == max(0, n + 1 - config.delay)
+    ready += tracker.flush()
+    assert [r.frame for r in ready] == [n * 6 for n in range(10)]
+
+
+def test_disabled_tracking_passes_results_through():
+    tracker = DetectionTracker(TrackingConfig(enabled=False))
+    lone = _frame(0, ("acme", (0.0, 0.0, 50.0, 50.0)))
+    assert tracker.push(lone) == [lone]
+
+
+def test_one_logo_found_by_two_detectors_is_reported_once():
+    a = [_frame(0, ("acme", (100.0, 100.0, 200.0, 160.0)))]
+    b = [_frame(0, ("acme", (104.0, 98.0, 202.0, 158.0)), ("acme", (600.0, 100.0, 700.0, 160.0)))]
+    (merged,) = merge_results([a, b])
+    assert sorted(d.box[0] for d in merged.detections) == [100.0, 600.0]
+
+
+def test_run_local_applies_tracking_per_stream():
+    import numpy as np
+
+    from media_ray.detectors import Detector
+    from media_ray.model import FrameBatch
+
+    class Blinking(Detector):
+        """Reports acme on every frame but the fourth."""
+
+        name = "blinking"
+
+        def detect(self, batch):
+            return [_frame(int(i), *([] if int(i) == 3 else [("acme", _moving(int(i)))]))
+                    for i in batch.indices]
+
+    batches = [FrameBatch.stack("s", k, [np.zeros((4, 4, 3), np.uint8)] * 4,
+                                [0.2 * (4 * k + j) for j in range(4)], [4 * k + j for j in range(4)])
+               for k in range(2)]
+    out = list(run_local(batches, [Blinking(None)], TrackingConfig()))
+    assert len(out) == 8 and all(len(r.detections) == 1 for r in out)
+    plain = list(run_local(batches, [Blinking(None)]))
+    assert plain[3].detections == []
