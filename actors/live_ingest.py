@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from pathlib import Path
 
 import cv2
@@ -117,8 +116,10 @@ class LiveIngest:
 
     # -- the pipeline ----------------------------------------------------------------------
     async def _dispatch(self) -> None:
-        in_flight: deque[asyncio.Future] = deque()
-        max_in_flight = self.config.pipeline.max_in_flight
+        # futures of batches sent, in order; a full queue holds the dispatcher back, and frames
+        # then wait in the buffer, which drops the oldest: what is analysed stays close to live
+        in_flight: asyncio.Queue = asyncio.Queue(maxsize=max(1, self.config.live.max_in_flight - 1))
+        publisher = asyncio.ensure_future(self._publish_in_order(in_flight))
         while True:
             frames = await asyncio.to_thread(self.buffer.get_batch, self.config.live.batch_size, 0.25)
             if not frames:
@@ -130,14 +131,15 @@ class LiveIngest:
                                      [f.index for f in frames], [f.arrival for f in frames],
                                      catalog_version=self.catalog_version)
             self._seq += 1
-            in_flight.append(asyncio.ensure_future(self._detect(batch)))
-            # the buffer, not this queue, absorbs a slow detector: frames wait there and the
-            # oldest are dropped, so what is analysed stays close to live
-            while len(in_flight) >= max_in_flight:
-                await self._publish(*await in_flight.popleft())
-        while in_flight:
-            await self._publish(*await in_flight.popleft())
+            await in_flight.put(asyncio.ensure_future(self._detect(batch)))
+        await in_flight.put(None)
+        await publisher
         await self._save_meta(force=True)
+
+    async def _publish_in_order(self, in_flight: asyncio.Queue) -> None:
+        """Each batch's results as soon as it and every batch before it are back."""
+        while (sent := await in_flight.get()) is not None:
+            await self._publish(*await sent)
 
     async def _detect(self, batch: FrameBatch) -> tuple[FrameBatch, list[FrameResult]]:
         ref = ray.put(batch)

@@ -95,6 +95,8 @@ class LiveConfig(BaseModel):
                                                    "are dropped")
     fps: float = Field(2.0, gt=0, description="frames analysed per second of a live stream")
     batch_size: int = Field(2, ge=1, description="frames per FrameBatch of a live stream")
+    max_in_flight: int = Field(2, ge=1, description="batches of one stream at the detectors; more "
+                               "wait in the stream's buffer, which drops the oldest")
     tiers: list[str] = Field(default_factory=list, description="tiers of the tiered detectors, in the "
                                                                "default order a stream takes them")
     tiered_detectors: list[str] = Field(default_factory=lambda: ["clip"])
