@@ -53,6 +53,7 @@ class LiveIngest:
         self.source: LiveSource | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._source_done = asyncio.Event()
+        self._final: tuple[str, str | None] | None = None  # the source's last state, set once drained
         self._seq = 0
         self._webcam_t0: float | None = None
         self._webcam_index = 0
@@ -134,6 +135,8 @@ class LiveIngest:
             await in_flight.put(asyncio.ensure_future(self._detect(batch)))
         await in_flight.put(None)
         await publisher
+        if self._final is not None:
+            self._set_state(*self._final)
         await self._save_meta(force=True)
 
     async def _publish_in_order(self, in_flight: asyncio.Queue) -> None:
@@ -162,9 +165,12 @@ class LiveIngest:
             self._loop.call_soon_threadsafe(self._on_state, state, reason)
 
     def _on_state(self, state: StreamState, reason: str | None) -> None:
-        self._set_state(state.value, reason)
         if state in (StreamState.ENDED, StreamState.FAILED):
+            # the stream has ended when its last frames are analysed, not when its source stops
+            self._final = (state.value, reason)
             self._source_done.set()
+            return
+        self._set_state(state.value, reason)
         asyncio.ensure_future(self._save_meta(force=True))
 
     def _set_state(self, state: str, reason: str | None) -> None:

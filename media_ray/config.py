@@ -91,8 +91,8 @@ class LiveConfig(BaseModel):
                                                                  "one per stream being published")
     hls_dir: str = Field("", description="where streams' HLS playback is written (default: a temp folder)")
     hls_segment_s: float = Field(1.0, gt=0)
-    queue_frames: int = Field(8, ge=1, description="frames waiting for the detectors before the oldest "
-                                                   "are dropped")
+    queue_frames: int = Field(4, ge=1, description="frames waiting for the detectors before the oldest "
+                                                   "are dropped: the most a live stream lags by")
     fps: float = Field(2.0, gt=0, description="frames analysed per second of a live stream")
     batch_size: int = Field(2, ge=1, description="frames per FrameBatch of a live stream")
     max_in_flight: int = Field(2, ge=1, description="batches of one stream at the detectors; more "
