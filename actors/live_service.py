@@ -60,7 +60,7 @@ class LiveService:
                 log.warning("stopping streams: %s", e)
             ray.kill(self.registry)
             self.registry = None
-            if ray.is_initialized() and not self.runtime._started_ray:
+            if ray.is_initialized() and not self.runtime.owns_ray:
                 serve.delete(self.api_app_name)
         self.runtime.stop()
 

@@ -96,6 +96,11 @@ class MediaRayRuntime:
         self._started_ray = False
         self._deployed: list[str] = []
 
+    @property
+    def owns_ray(self) -> bool:
+        """Whether this runtime started the Ray it runs on (and shuts it down on stop)."""
+        return self._started_ray
+
     def app_name(self, detector: str, tier: str | None = None) -> str:
         return app_name(self.config.ray.app_prefix, detector, tier)
 

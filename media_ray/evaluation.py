@@ -33,6 +33,7 @@ from media_ray.config import MediaRayConfig
 from media_ray.detectors import Detector, create, default_set
 from media_ray.exposure import ExposureAggregator
 from media_ray.model import FrameBatch
+from media_ray.model import iou as box_iou
 from media_ray.pipeline import run_local
 from media_ray.sources import batched, decode, probe
 from media_ray.tracking import TrackingConfig
@@ -99,12 +100,6 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def required(obj: dict) -> bool:
@@ -133,7 +128,7 @@ def score(gt: dict, records: list[dict], exposure_s: dict[str, float]) -> Counts
             best, best_j = 0.0, None
             for j, o in enumerate(req + opt):
                 if j not in used and o["brand"] == d["label"]:
-                    v = _iou(d["box"], o["bbox_xyxy"])
+                    v = box_iou(d["box"], o["bbox_xyxy"])
                     if v > best:
                         best, best_j = v, j
             if best >= MATCH_IOU:
@@ -141,7 +136,7 @@ def score(gt: dict, records: list[dict], exposure_s: dict[str, float]) -> Counts
                 c.box_tp += best_j < len(req)
             else:
                 c.box_fp += 1
-                if any(o.get("distractor") and _iou(d["box"], o["bbox_xyxy"]) >= MATCH_IOU
+                if any(o.get("distractor") and box_iou(d["box"], o["bbox_xyxy"]) >= MATCH_IOU
                        for o in objs):
                     c.distractor_hits += 1
         c.box_fn += sum(1 for j in range(len(req)) if j not in used)

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Sequence
 
 from media_ray.detectors import Detector
-from media_ray.model import Box, Detection, FrameBatch, FrameResult
+from media_ray.model import Detection, FrameBatch, FrameResult
+from media_ray.model import iou as box_iou
 from media_ray.tracking import DetectionTracker, TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -43,17 +44,11 @@ def one_per_logo(detections: list[Detection]) -> list[Detection]:
     kept: list[Detection] = []
     for d in sorted(detections, key=lambda d: -d.score):
         if d.box is None or all(k.label != d.label or k.box is None
-                                or _iou(k.box, d.box) < SAME_LOGO_IOU for k in kept):
+                                or box_iou(k.box, d.box) < SAME_LOGO_IOU for k in kept):
             kept.append(d)
     return kept
 
 
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def detect_batch(detectors: Sequence[Detector], batch: FrameBatch,

@@ -14,7 +14,6 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from conftest import start_live_app
 
 FFMPEG = shutil.which("ffmpeg")
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="the ffmpeg CLI is not installed (apt-get install ffmpeg)")

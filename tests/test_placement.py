@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SCENARIO = Path(__file__).with_name("placement_scenario.py")
 
 

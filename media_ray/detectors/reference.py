@@ -20,6 +20,7 @@ from pydantic import Field
 from media_ray.catalog import Brand, BrandCatalog
 from media_ray.detectors import Detector, DetectorParams
 from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
+from media_ray.model import iou as box_iou
 
 log = logging.getLogger(__name__)
 
@@ -396,19 +397,13 @@ def _polygon_area(quad: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _suppress_across_brands(found: list[_Instance], iou: float) -> list[_Instance]:
     """The instances, strongest first, without those overlapping a stronger one of another brand."""
     kept: list[_Instance] = []
     for inst in sorted(found, key=lambda i: -i.inliers):
-        if all(k.brand.id == inst.brand.id or _iou(k.box, inst.box) < iou for k in kept):
+        if all(k.brand.id == inst.brand.id or box_iou(k.box, inst.box) < iou for k in kept):
             kept.append(inst)
     return kept
 

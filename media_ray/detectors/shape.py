@@ -31,6 +31,7 @@ from pydantic import Field
 from media_ray.catalog import Brand, BrandCatalog
 from media_ray.detectors import Detector, DetectorParams
 from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
+from media_ray.model import iou as box_iou
 
 log = logging.getLogger(__name__)
 
@@ -419,12 +420,6 @@ def _plain_similarity(crop: np.ndarray, size: int) -> float:
     return best
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -440,7 +435,7 @@ def _suppress(found: list[_Found], iou: float) -> list[_Found]:
     inside it: a part of a mark (one stripe, the tail of a swoosh) may look like a mark too."""
     kept: list[_Found] = []
     for f in sorted(found, key=lambda f: -f.similarity):
-        if all(_iou(k.box, f.box) < iou and _overlap(k.box, f.box) < 0.8 for k in kept):
+        if all(box_iou(k.box, f.box) < iou and _overlap(k.box, f.box) < 0.8 for k in kept):
             kept.append(f)
     return kept
 
