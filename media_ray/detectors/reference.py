@@ -21,6 +21,7 @@ from media_ray.catalog import Brand, BrandCatalog
 from media_ray.detectors import Detector, DetectorParams
 from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
 from media_ray.model import iou as box_iou
+from media_ray.detectors.working import to_source, to_working
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ class ReferenceDetector(Detector):
             found, scale = self._find(frame)
             result.detections = [
                 Detection(label=inst.brand.id, score=self._score(inst.inliers),
-                          box=_to_source(inst.box, scale, width, height), detector=self.name)
+                          box=to_source(inst.box, scale, width, height), detector=self.name)
                 for inst in found
             ]
         return results
@@ -257,10 +258,7 @@ class ReferenceDetector(Detector):
     def _find(self, rgb: np.ndarray) -> tuple[list[_Instance], float]:
         """The instances in one frame, boxes at the working resolution, and that scale."""
         p = self.params
-        h, w = rgb.shape[:2]
-        scale = min(1.0, p.working_long_side / max(h, w))
-        if scale < 1.0:
-            rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        rgb, scale = to_working(rgb, p.working_long_side)
         points, descs = [], []
         for name in p.channels:
             kps, desc = self._frame_features.detectAndCompute(CHANNELS[name].convert(rgb), None)
@@ -407,8 +405,3 @@ def _suppress_across_brands(found: list[_Instance], iou: float) -> list[_Instanc
             kept.append(inst)
     return kept
 
-
-def _to_source(box: tuple[float, float, float, float], scale: float,
-               width: int, height: int) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = (v / scale for v in box)
-    return (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))

@@ -32,6 +32,7 @@ from media_ray.catalog import Brand, BrandCatalog
 from media_ray.detectors import Detector, DetectorParams
 from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
 from media_ray.model import iou as box_iou
+from media_ray.detectors.working import to_source, to_working
 
 log = logging.getLogger(__name__)
 
@@ -249,17 +250,14 @@ class ShapeDetector(Detector):
             found, scale = self._find(frame)
             result.detections = [
                 Detection(label=f.brand.id, score=float(np.clip(f.similarity, 0.0, 1.0)),
-                          box=_to_source(f.box, scale, width, height), detector=self.name)
+                          box=to_source(f.box, scale, width, height), detector=self.name)
                 for f in found
             ]
         return results
 
     def _find(self, rgb: np.ndarray) -> tuple[list[_Found], float]:
         p = self.params
-        h, w = rgb.shape[:2]
-        scale = min(1.0, p.working_long_side / max(h, w))
-        if scale < 1.0:
-            rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        rgb, scale = to_working(rgb, p.working_long_side)
         lab = _lab(rgb)
         L, A, B = cv2.split(lab)
         grey = None
@@ -439,8 +437,3 @@ def _suppress(found: list[_Found], iou: float) -> list[_Found]:
             kept.append(f)
     return kept
 
-
-def _to_source(box: tuple[float, float, float, float], scale: float,
-               width: int, height: int) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = (v / scale for v in box)
-    return (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
