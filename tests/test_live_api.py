@@ -193,3 +193,37 @@ def test_a_running_stream_picks_up_a_new_brand_without_a_restart(live_app):
             png = app.sample["logos"] / f"{bid}.png"
             httpx.post(f"{app.base_url}/api/brands", data={"id": bid, "name": bid.title()},
                        files={"image": (f"{bid}.png", png.read_bytes(), "image/png")})
+
+
+@needs_ffmpeg
+def test_a_pulled_source_that_drops_shows_reconnecting_then_live_again(live_app, tmp_path):
+    from test_live_sources import StaticServer
+
+    app = live_app
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    producer = subprocess.Popen([FFMPEG, "-v", "error", "-nostdin", "-re", "-i", str(app.sample["clip"]),
+                                 "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_list_size", "0",
+                                 "-hls_playlist_type", "event", str(hls / "index.m3u8")])
+    server = StaticServer(hls)
+    try:
+        deadline = time.monotonic() + 10
+        while not (hls / "index.m3u8").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.start()
+        created = httpx.post(f"{app.base_url}/api/streams", json={"source": server.url("index.m3u8")}).json()
+        sid = created["id"]
+        wait_state(app, sid, ("live",), timeout=20)
+        server.stop()
+        dropped = wait_state(app, sid, ("reconnecting",), timeout=20)
+        assert dropped["reason"]
+        time.sleep(1.0)
+        server.start()
+        wait_state(app, sid, ("live",), timeout=20)
+        assert producer.wait(30) == 0
+        ended = wait_state(app, sid, ("ended",), timeout=60)
+        assert ended["frames_analysed"] > 0
+    finally:
+        server.stop()
+        producer.kill()
+        producer.wait()
