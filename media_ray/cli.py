@@ -1,7 +1,10 @@
 """The `media-ray` command.
 
     media-ray analyze VIDEO... --brands DIR [--out DIR] [--fps N] [--detectors a,b] [--clip-model M]
-    media-ray bench [--seconds N] [--video PATH]
+    media-ray serve --brands DIR [--host H] [--port P]
+    media-ray sample DIR
+    media-ray eval CLIPS... --brands DIR [--fps N] [--detectors a,b]
+    media-ray bench | bench-live
 
 The CLI checks what a user gave it (videos, brand folder, detector names, an explicitly
 requested CLIP model) before starting anything, and reports a bad input in one line with exit
