@@ -9,6 +9,7 @@ import sys
 import av
 import numpy as np
 import pytest
+from media_ray.model import iou
 
 
 def media_ray(*args, cwd=None, timeout=300):
@@ -96,12 +97,6 @@ def test_explicit_clip_model_with_broken_weights_is_one_line_and_status_2(sample
                      "--clip-model", broken, "--out", tmp_path / "o")
     assert_one_line_error(proc, "clip")
 
-
-def iou(a, b):
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def read_frames(path):

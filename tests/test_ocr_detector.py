@@ -12,6 +12,7 @@ pytest.importorskip("rapidocr_onnxruntime")
 from media_ray.catalog import BrandCatalog  # noqa: E402
 from media_ray.detectors import create, default_set, detector_class, parse_params  # noqa: E402
 from media_ray.model import FrameBatch  # noqa: E402
+from media_ray.model import iou  # noqa: E402
 
 W, H = 1280, 720
 FONT = cv2.FONT_HERSHEY_DUPLEX
@@ -31,12 +32,6 @@ def _background(seed: int) -> np.ndarray:
     noise = rng.integers(170, 240, (H // 32, W // 32, 3), dtype=np.uint8)
     return cv2.resize(noise, (W, H), interpolation=cv2.INTER_CUBIC)
 
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +64,7 @@ def test_reports_a_brand_whose_name_is_read_with_the_box_of_the_text(scene, resu
     dets = results[0].detections
     assert [d.label for d in dets] == ["globex"]
     assert dets[0].detector == "ocr" and 0.0 < dets[0].score <= 1.0
-    assert _iou(dets[0].box, scene["boxes"][0]) >= 0.5, (dets[0].box, scene["boxes"][0])
+    assert iou(dets[0].box, scene["boxes"][0]) >= 0.5, (dets[0].box, scene["boxes"][0])
 
 
 def test_reports_nothing_where_other_text_or_none_is_read(results):
@@ -79,7 +74,7 @@ def test_reports_nothing_where_other_text_or_none_is_read(results):
 def test_reads_an_alias(scene, results):
     dets = results[2].detections
     assert [d.label for d in dets] == ["initech"]
-    assert _iou(dets[0].box, scene["boxes"][2]) >= 0.5
+    assert iou(dets[0].box, scene["boxes"][2]) >= 0.5
 
 
 def test_is_left_out_of_the_default_set_but_runs_when_named():

@@ -10,6 +10,8 @@ import pytest
 from media_ray.catalog import BrandCatalog
 from media_ray.detectors import create
 from media_ray.model import FrameBatch
+from media_ray.model import iou
+from scenes import paste
 
 W, H = 1280, 720
 
@@ -46,25 +48,6 @@ def _background(seed: int) -> np.ndarray:
     return bg
 
 
-def _paste(frame: np.ndarray, rgba: np.ndarray, centre: tuple[float, float], scale: float,
-           angle: float) -> tuple[float, float, float, float]:
-    """Blend a rotated, scaled mark into the frame; returns the box of its alpha >= 0.5."""
-    h, w = rgba.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
-    m[:, 2] += np.array(centre) - np.array([w / 2, h / 2])
-    warped = cv2.warpAffine(rgba, m, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
-    a = warped[..., 3:].astype(np.float32) / 255.0
-    frame[:] = (warped[..., :3] * a + frame * (1 - a)).round().astype(np.uint8)
-    ys, xs = np.nonzero(warped[..., 3] >= 128)
-    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +66,9 @@ def scene():
     """Frames: stripes alone; nothing; the hook and the stripes, rotated; plain blobs of both
     colours."""
     one, empty, two, blobs = (_background(s) for s in (1, 2, 3, 4))
-    boxes_one = {"stripes": _paste(one, _stripes(), (400, 330), 0.6, 8.0)}
-    boxes_two = {"hook": _paste(two, _hook((240, 120, 20)), (900, 250), 0.5, -25.0),
-                 "stripes": _paste(two, _stripes(), (330, 480), 0.4, 20.0)}
+    boxes_one = {"stripes": paste(one, _stripes(), (400, 330), 0.6, 8.0)}
+    boxes_two = {"hook": paste(two, _hook((240, 120, 20)), (900, 250), 0.5, -25.0),
+                 "stripes": paste(two, _stripes(), (330, 480), 0.4, 20.0)}
     cv2.circle(blobs, (300, 300), 80, (0, 0, 0), -1)
     cv2.rectangle(blobs, (700, 200), (900, 320), (240, 120, 20), -1)
     cv2.ellipse(blobs, (1000, 550), (120, 50), 30, 0, 360, (0, 0, 0), -1)
@@ -104,7 +87,7 @@ def test_finds_a_black_mark_of_separate_parts_with_its_box(scene, results):
     dets = results[0].detections
     assert [d.label for d in dets] == ["stripes"]
     assert dets[0].detector == "shape" and 0.0 < dets[0].score <= 1.0
-    assert _iou(dets[0].box, scene["boxes"][0]["stripes"]) >= 0.5, (dets[0].box, scene["boxes"][0])
+    assert iou(dets[0].box, scene["boxes"][0]["stripes"]) >= 0.5, (dets[0].box, scene["boxes"][0])
 
 
 def test_reports_nothing_on_a_frame_without_a_mark(results):
@@ -115,7 +98,7 @@ def test_finds_rotated_marks_of_two_colours_in_one_frame(scene, results):
     found = {d.label: d.box for d in results[2].detections}
     assert sorted(found) == ["hook", "stripes"]
     for label, want in scene["boxes"][2].items():
-        assert _iou(found[label], want) >= 0.5, (label, found[label], want)
+        assert iou(found[label], want) >= 0.5, (label, found[label], want)
 
 
 def test_plain_blobs_of_a_brand_colour_are_not_marks(results):
@@ -126,6 +109,6 @@ def test_a_brand_without_a_colour_is_not_looked_for(tmp_path):
     cv2.imwrite(str(tmp_path / "stripes.png"), cv2.cvtColor(_stripes(), cv2.COLOR_RGBA2BGRA))
     detector = create("shape", BrandCatalog.from_folder(tmp_path))
     frame = _background(1)
-    _paste(frame, _stripes(), (400, 330), 0.6, 8.0)
+    paste(frame, _stripes(), (400, 330), 0.6, 8.0)
     (result,) = detector.detect(FrameBatch.stack("test", 0, [frame], [0.0], [0]))
     assert result.detections == []

@@ -11,6 +11,8 @@ from media_ray.catalog import BrandCatalog
 from media_ray.detectors import create
 from media_ray.detectors.reference import ReferenceDetector
 from media_ray.model import FrameBatch
+from media_ray.model import iou
+from scenes import paste
 
 W, H = 1280, 720
 
@@ -55,25 +57,6 @@ def _background(seed: int) -> np.ndarray:
     return bg
 
 
-def _paste(frame: np.ndarray, rgba: np.ndarray, centre: tuple[float, float], scale: float,
-           angle: float) -> tuple[float, float, float, float]:
-    """Blend a rotated, scaled mark into the frame; returns the box of its alpha >= 0.5."""
-    h, w = rgba.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
-    m[:, 2] += np.array(centre) - np.array([w / 2, h / 2])
-    warped = cv2.warpAffine(rgba, m, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
-    a = warped[..., 3:].astype(np.float32) / 255.0
-    frame[:] = (warped[..., :3] * a + frame * (1 - a)).round().astype(np.uint8)
-    ys, xs = np.nonzero(warped[..., 3] >= 128)
-    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _write_catalog(folder, logos: dict[str, np.ndarray], text_only: tuple[str, ...] = ()) -> BrandCatalog:
@@ -95,8 +78,8 @@ def scene():
     """A catalogue of two marks and three frames: one acme, none, two acme."""
     acme, globex = _logo(1), _logo(2)
     one, empty, two = _background(10), _background(11), _background(12)
-    boxes_one = [_paste(one, acme, (420, 300), 0.8, 6.0)]
-    boxes_two = [_paste(two, acme, (300, 220), 0.7, -4.0), _paste(two, acme, (930, 480), 0.9, 3.0)]
+    boxes_one = [paste(one, acme, (420, 300), 0.8, 6.0)]
+    boxes_two = [paste(two, acme, (300, 220), 0.7, -4.0), paste(two, acme, (930, 480), 0.9, 3.0)]
     return {"acme": acme, "globex": globex, "frames": [one, empty, two],
             "boxes": [boxes_one, [], boxes_two]}
 
@@ -115,7 +98,7 @@ def test_finds_a_pasted_mark_with_its_box_in_source_pixels(scene, results):
     d = dets[0]
     assert d.detector == "reference"
     assert 0.0 < d.score <= 1.0
-    assert _iou(d.box, want) >= 0.5, (d.box, want)
+    assert iou(d.box, want) >= 0.5, (d.box, want)
 
 
 def test_reports_nothing_on_a_frame_without_a_mark(results):
@@ -126,7 +109,7 @@ def test_finds_every_instance_of_a_brand_in_one_frame(scene, results):
     dets = results[2].detections
     assert sorted(d.label for d in dets) == ["acme", "acme"]
     for want in scene["boxes"][2]:
-        assert max(_iou(d.box, want) for d in dets) >= 0.5, ([d.box for d in dets], want)
+        assert max(iou(d.box, want) for d in dets) >= 0.5, ([d.box for d in dets], want)
 
 
 def test_gives_one_result_per_frame_in_batch_order(scene, results):
@@ -154,7 +137,7 @@ def test_orb_features_find_the_mark_too(scene, tmp_path):
     (result,) = detector.detect(_batch([scene["frames"][0]]))
     (want,) = scene["boxes"][0]
     assert [d.label for d in result.detections] == ["acme"]
-    assert _iou(result.detections[0].box, want) >= 0.5
+    assert iou(result.detections[0].box, want) >= 0.5
 
 
 def test_rejects_unknown_parameters():
