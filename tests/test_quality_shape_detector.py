@@ -112,3 +112,18 @@ def test_a_brand_without_a_colour_is_not_looked_for(tmp_path):
     paste(frame, _stripes(), (400, 330), 0.6, 8.0)
     (result,) = detector.detect(FrameBatch.stack("test", 0, [frame], [0.0], [0]))
     assert result.detections == []
+
+
+@pytest.mark.parametrize("mark,shear,angle", [("hook", 0.38, 10.0), ("stripes", -0.4, 0.0)])
+def test_a_view_between_the_rendered_ones_is_found_by_refining_its_alignment(catalog, mark, shear, angle):
+    """A sheared mark (a turn the rotation and keystone steps do not render) correlates too
+    weakly with every rendered silhouette; aligning it (ECC) with the closest finds it."""
+    rgba = _hook((240, 120, 20)) if mark == "hook" else _stripes()
+    frame = _background(5)
+    want = paste(frame, rgba, (640, 360), 0.5, angle, shear=shear)
+    batch = FrameBatch.stack("test", 0, [frame], [0.0], [0])
+    (unrefined,) = create("shape", catalog, {"max_refinements": 0}).detect(batch)
+    assert unrefined.detections == []
+    (refined,) = create("shape", catalog).detect(batch)
+    assert [d.label for d in refined.detections] == [mark]
+    assert iou(refined.detections[0].box, want) >= 0.5

@@ -35,7 +35,7 @@ class ReferenceParams(DetectorParams):
     features: Literal["sift", "orb"] = Field(
         "sift", description="keypoint detector and descriptor")
     working_long_side: int = Field(
-        640, ge=64, description="frames are resized so that their long side is this for matching "
+        512, ge=64, description="frames are resized so that their long side is this for matching "
                                 "(never enlarged); boxes are mapped back to source pixels")
     reference_long_side: int = Field(
         400, ge=64, description="reference images are resized so that their long side is this")
@@ -44,10 +44,11 @@ class ReferenceParams(DetectorParams):
         description="grey levels a reference with transparency is rendered on; the features of "
                     "all renderings are pooled, so a mark is found on light and dark scenes alike")
     channels: tuple[Literal["gray", "a", "b"], ...] = Field(
-        ("gray", "a", "b"), min_length=1,
+        ("gray", "a"), min_length=1,
         description="pictures keypoints are found on, from CHANNELS: brightness, and the red-green "
                     "and blue-yellow axes of CIELAB, which show a mark whose brightness is the "
-                    "scene's")
+                    "scene's (each costs as much as the first; b found nothing more on the "
+                    "measured clips)")
     max_frame_features: int = Field(
         1000, ge=0, description="keypoints kept per frame and channel, strongest first; 0 keeps "
                                 "all (a cluttered scene gives thousands, and matching them all "
@@ -57,7 +58,7 @@ class ReferenceParams(DetectorParams):
                                           "this times the distance to the nearest keypoint of "
                                           "another brand")
     neighbours: int = Field(
-        8, ge=1, description="nearest reference keypoints searched for the ratio test's rival")
+        4, ge=1, description="nearest reference keypoints searched for the ratio test's rival")
     ransac_reproj_px: float = Field(
         5.0, gt=0.0, description="RANSAC reprojection threshold at the working resolution")
     ransac_method: Literal["ransac", "usac"] = Field(

@@ -86,6 +86,29 @@ class ShapeParams(DetectorParams):
         120, ge=1, description="regions compared per mask at most, largest first")
     min_similarity: float = Field(
         0.82, gt=0.0, le=1.0, description="correlation with the brand's silhouette a region needs")
+    refine_floor: float = Field(
+        0.6, gt=0.0, le=1.0, description="a region correlating at least this well (but below "
+                                         "min_similarity) has its alignment with the best "
+                                         "silhouettes refined (ECC, affine) and is compared again: "
+                                         "views between the rotation and keystone steps")
+    refine_candidates: int = Field(
+        1, ge=0, description="silhouettes (best first) a region's alignment is refined against")
+    max_refinements: int = Field(
+        12, ge=0, description="regions whose alignment is refined per frame at most, those "
+                              "correlating best first")
+    refine_min_side_px: float = Field(
+        24.0, ge=2.0, description="shortest side of a region whose alignment is refined (a "
+                                  "small blob bends to too many shapes)")
+    refined_margin: float = Field(
+        0.06, ge=0.0, description="a refined alignment must correlate this much better than "
+                                  "min_similarity (it has six more degrees of freedom)")
+    refined_plain_gap: float = Field(
+        0.05, ge=0.0, description="and this much better than the region matches a plain shape "
+                                  "(a blob bent to fit a compact mark looks as much like its "
+                                  "own hull)")
+    max_refine_warp: float = Field(
+        0.25, ge=0.0, lt=1.0, description="a refined alignment may scale, shear or shift the "
+                                          "normalised silhouette by this much at most")
     plain_margin: float = Field(
         0.10, ge=0.0, description="how much more a region may look like a plain shape (its own "
                                   "moment ellipse or convex hull) than the brand's mark does")
@@ -139,6 +162,17 @@ class _Mask:
 class _Found:
     brand: Brand
     similarity: float
+    box: tuple[float, float, float, float]  # working resolution
+
+
+@dataclass(frozen=True)
+class _Near:
+    """A region that correlates fairly well with some brands' silhouettes, not well enough."""
+
+    similarity: float  # the best correlation before refinement
+    vector: np.ndarray  # the region's normalised silhouette
+    crop: np.ndarray  # the region's mask, cropped to its bounds
+    silhouettes: list[tuple[float, _Silhouettes, np.ndarray]]  # (correlation, brand, vector)
     box: tuple[float, float, float, float]  # working resolution
 
 
@@ -262,6 +296,8 @@ class ShapeDetector(Detector):
         L, A, B = cv2.split(lab)
         grey = None
         found: list[_Found] = []
+        near: list[_Near] = []
+        margin = max(p.close_radii) + 1
         for m in self._masks:
             if m.dark:
                 if grey is None:
@@ -274,16 +310,29 @@ class ShapeDetector(Detector):
                 mask = mask.astype(np.uint8)
                 if cv2.countNonZero(mask) < p.min_area_px:
                     continue
+                # the mask's pixels' bounds, with a margin that keeps closing exact: the
+                # region search costs what this area does, not the frame's
+                x, y, w, h = cv2.boundingRect(mask)
+                x0, y0 = max(0, x - margin), max(0, y - margin)
+                x1, y1 = min(mask.shape[1], x + w + margin), min(mask.shape[0], y + h + margin)
+                mask = mask[y0:y1, x0:x1]
                 for radius in p.open_radii:
                     opened = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(radius))
-                    found += self._regions(opened, m, lab)
+                    self._regions(opened, (x0, y0), m, lab, found, near)
+        # the near misses most like a mark, while the frame's refinements last
+        for candidate in sorted(near, key=lambda n: -n.similarity)[:p.max_refinements]:
+            hit = self._refine(candidate)
+            if hit is not None:
+                found.append(hit)
         return _suppress(found, p.nms_iou), scale
 
-    def _regions(self, mask: np.ndarray, m: _Mask, lab: np.ndarray) -> list[_Found]:
-        """The marks among one mask's regions, at every closing radius."""
+    def _regions(self, mask: np.ndarray, offset: tuple[int, int], m: _Mask, lab: np.ndarray,
+                 found: list[_Found], near: list[_Near]) -> None:
+        """The marks among the regions of one mask (a window of the frame at `offset`), at
+        every closing radius, added to `found`; the regions that are nearly a mark, to `near`."""
         p = self.params
-        H, W = mask.shape
-        found = []
+        H, W = lab.shape[:2]
+        ox, oy = offset
         seen: set[tuple[int, ...]] = set()
         for radius in (p.close_radii if m.parted else p.close_radii[:1]):
             grouped = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(radius))
@@ -292,7 +341,7 @@ class ShapeDetector(Detector):
             # a region cut by the frame's edge shows no whole silhouette to compare
             ok = ((np.minimum(bw, bh) >= p.min_side_px) & (area >= p.min_area_px)
                   & (bw * bh <= p.max_frame_fraction * W * H)
-                  & (x > 0) & (y > 0) & (x + bw < W) & (y + bh < H))
+                  & (x + ox > 0) & (y + oy > 0) & (x + ox + bw < W) & (y + oy + bh < H))
             ok[ok] = m.plausible(bw[ok] / bh[ok], area[ok] / (bw[ok] * bh[ok]),
                                  p.max_aspect_change, p.max_fill_change)
             for i in (np.flatnonzero(ok)[np.argsort(-area[ok])][:p.max_regions] + 1):
@@ -302,19 +351,25 @@ class ShapeDetector(Detector):
                 seen.add(key)
                 x0, y0, x1, y1 = stats[i, 0], stats[i, 1], stats[i, 0] + stats[i, 2], stats[i, 1] + stats[i, 3]
                 region = ((labels[y0:y1, x0:x1] == i) & (mask[y0:y1, x0:x1] > 0)).astype(np.uint8)
-                hit = self._match(region, m)
+                x0, y0, x1, y1 = x0 + ox, y0 + oy, x1 + ox, y1 + oy
+                box = (float(x0), float(y0), float(x1), float(y1))
+                hit = self._match(region, m, box)
                 if hit is None:
                     continue
-                brand, sim = hit
                 if not self._contrasts(lab, region, (x0, y0, x1, y1)):
-                    log.debug("brand %s: region at %d,%d matches (%.2f) but does not stand out",
-                              brand.id, x0, y0, sim)
+                    log.debug("region at %d,%d matches (%.2f) but does not stand out", x0, y0,
+                              hit.similarity)
                     continue
-                found.append(_Found(brand, sim, (float(x0), float(y0), float(x1), float(y1))))
-        return found
+                if isinstance(hit, _Found):
+                    found.append(hit)
+                elif min(x1 - x0, y1 - y0) >= p.refine_min_side_px:
+                    near.append(hit)
 
-    def _match(self, region: np.ndarray, m: _Mask) -> tuple[Brand, float] | None:
-        """The brand whose silhouette the region matches, with the correlation, or None."""
+    def _match(self, region: np.ndarray, m: _Mask, box: tuple[float, float, float, float]
+               ) -> _Found | _Near | None:
+        """The brand whose silhouette the region matches; or, when it correlates fairly
+        well with some silhouettes (`refine_floor`) but not well enough, those silhouettes;
+        or None."""
         p = self.params
         crop = _crop(region)
         if crop is None:
@@ -324,20 +379,41 @@ class ShapeDetector(Detector):
             return None
         aspect = crop.shape[1] / crop.shape[0]
         best, best_sim = None, p.min_similarity
+        close: list[tuple[float, _Silhouettes, np.ndarray]] = []
         for s in m.shapes:
             change = aspect / s.aspects
             ok = (change <= p.max_aspect_change) & (change >= 1.0 / p.max_aspect_change)
             if not ok.any():
                 continue
-            sim = float((s.vectors[ok] @ vec).max())
-            if sim >= best_sim:
+            vectors = s.vectors[ok]
+            sims = vectors @ vec
+            top = int(sims.argmax())
+            if sims[top] >= best_sim:
+                best, best_sim = s, float(sims[top])
+            close += [(float(sims[i]), s, vectors[i]) for i in np.argsort(-sims)[:p.refine_candidates]
+                      if sims[i] >= p.refine_floor]
+        if best is not None:
+            # a blob that happens to correlate with a mark looks far plainer than the mark
+            if _plain_similarity(crop, p.template_size) > max(best.plain + p.plain_margin, p.plain_floor):
+                return None
+            return _Found(best.brand, best_sim, box)
+        if not close:
+            return None
+        close.sort(key=lambda c: -c[0])
+        return _Near(close[0][0], vec, crop, close[:p.refine_candidates], box)
+
+    def _refine(self, near: _Near) -> _Found | None:
+        """A near miss seen again after refining its alignment with each of its closest
+        silhouettes: a view between the rendered rotations and keystones."""
+        p = self.params
+        best, best_sim = None, p.min_similarity + p.refined_margin
+        plain = _plain_similarity(near.crop, p.template_size)
+        for _, s, template in near.silhouettes:
+            sim = _refined_similarity(template, near.vector, p.template_size, p.max_refine_warp)
+            if (sim >= best_sim and sim >= plain + p.refined_plain_gap
+                    and plain <= max(s.plain + p.plain_margin, p.plain_floor)):
                 best, best_sim = s, sim
-        if best is None:
-            return None
-        # a blob that happens to correlate with a mark looks far plainer than the mark
-        if _plain_similarity(crop, p.template_size) > max(best.plain + p.plain_margin, p.plain_floor):
-            return None
-        return best.brand, best_sim
+        return _Found(best.brand, best_sim, near.box) if best is not None else None
 
     def _contrasts(self, lab: np.ndarray, region: np.ndarray, box: tuple[int, int, int, int]) -> bool:
         """Whether the region's colour differs from that of a thin ring around it."""
@@ -381,6 +457,28 @@ def _normalised(crop: np.ndarray, size: int) -> np.ndarray | None:
     v -= v.mean()
     norm = float(np.linalg.norm(v))
     return v / norm if norm > 1e-6 else None
+
+
+def _refined_similarity(template: np.ndarray, vec: np.ndarray, size: int, max_warp: float) -> float:
+    """The correlation of a region's normalised silhouette with a reference's after the
+    affine alignment that maximises it (ECC), or 0 when the alignment does not converge or
+    needs more than `max_warp` of scale, shear or shift (a different shape, not a view)."""
+    t = template.reshape(size, size).astype(np.float32)
+    r = vec.reshape(size, size).astype(np.float32)
+    warp = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5)
+    try:
+        _, warp = cv2.findTransformECC(t, r, warp, cv2.MOTION_AFFINE, criteria, None, 1)
+    except cv2.error:  # did not converge
+        return 0.0
+    linear = np.linalg.svd(warp[:, :2], compute_uv=False)
+    if (abs(linear - 1.0) > max_warp).any() or (np.abs(warp[:, 2]) > max_warp * size).any():
+        return 0.0
+    aligned = cv2.warpAffine(r, warp, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=float(r.min()))
+    aligned = aligned.ravel() - aligned.mean()
+    norm = float(np.linalg.norm(aligned))
+    return float(aligned @ template) / norm if norm > 1e-6 else 0.0
 
 
 def _plain_similarity(crop: np.ndarray, size: int) -> float:
