@@ -1,10 +1,15 @@
-"""`media-ray bench`: decoding alone, the CLIP detector alone (no Ray), and the whole Ray
-pipeline with the same model, measured in one run on one machine.
+"""Benchmarks, each measured in one run on one machine.
 
-The CLIP model is randomly initialised at the size asked for (ViT-B/32 by default), so the
-figures measure compute, not accuracy, and need no download. The ratio printed last is the
-pipeline's frames/s over the slower of decoding and CLIP alone: how much of the attainable
-speed the distribution keeps.
+- `media-ray bench`: decoding alone, the CLIP detector alone (no Ray), and the whole Ray
+  pipeline with the same model. The CLIP model is randomly initialised at the size asked for
+  (ViT-B/32 by default), so the figures measure compute, not accuracy, and need no download.
+  The ratio printed last is the pipeline's frames/s over the slower of decoding and CLIP
+  alone: how much of the attainable speed the distribution keeps.
+- `media-ray bench-detectors`: the weight-free detectors (the default set unless others are
+  named) on a clip and catalogue of the user's, or a generated 1280x720 clip and 10-brand
+  catalogue: each alone, then the set side by side with the temporal stage, as `analyze` and
+  `eval` run them in one process. Frames are decoded first, so the figures are analysis only.
+- `media-ray bench-live`: live latency through the API for 1 and N simultaneous streams.
 """
 from __future__ import annotations
 
@@ -24,14 +29,16 @@ from media_ray.sources import batched, decode
 log = logging.getLogger(__name__)
 
 
-def make_bench_clip(folder: Path, seconds: float) -> Path:
+def make_bench_clip(folder: Path, seconds: float, background: str = "noise") -> Path:
+    """A 1280x720 clip in which each of 10 generated brands appears in turn, on a generated
+    background (`samples.BACKGROUNDS`)."""
     brands = numbered_brands(10)
     marks = {bid: make_mark(name, colour, seed=i) for i, (bid, (name, colour)) in enumerate(brands.items())}
     ids = list(brands)
     tracks = [Track(ids[i], i * seconds / 10, i * seconds / 10 + seconds / 4, (100 + 90 * i, 80), (200 + 60 * i, 400), 260)
               for i in range(10)]
     path = folder / "bench.mp4"
-    render_clip(path, marks, tracks, seconds=seconds, fps=30, size=(1280, 720), seed=3)
+    render_clip(path, marks, tracks, seconds=seconds, fps=30, size=(1280, 720), seed=3, background=background)
     return path
 
 
@@ -87,6 +94,50 @@ def run_bench(args: argparse.Namespace) -> int:
         slower = min(decode_fps, clip_fps)
         print(f"pipeline / slower of decode and clip alone: {pipeline_fps / slower:.2f}  "
               f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    return 0
+
+
+def run_detector_bench(args: argparse.Namespace) -> int:
+    from media_ray.detectors import default_set
+    from media_ray.pipeline import run_local
+    from media_ray.sources import probe
+
+    config = MediaRayConfig.load(args.config)
+    batch_size = args.batch_size or config.sampling.batch_size
+    with tempfile.TemporaryDirectory(prefix="media-ray-bench-") as tmp:
+        tmp = Path(tmp)
+        video = args.video or str(make_bench_clip(tmp, args.seconds, args.background))
+        brands = args.brands or write_catalog(tmp / "logos", numbered_brands(10))
+        catalog = BrandCatalog.from_folder(brands)
+        if args.detectors:
+            names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+        else:
+            names, _ = default_set(config.detectors)
+        detectors = [create(n, catalog, config.params_for(n)) for n in names]
+        info = probe(video)
+        start = time.perf_counter()
+        batches = list(batched(decode(video, args.fps, config.sampling.decode_threads), "bench", batch_size))
+        frames = sum(len(b) for b in batches)
+        decode_fps = _rate(frames, time.perf_counter() - start)
+        print(f"video {video} ({info.width}x{info.height}), {frames} frames at {args.fps:g} frames/s, "
+              f"{len(catalog)} brands, batches of {batch_size}, {os.cpu_count()} cores")
+        print(f"{'decode':<28}{decode_fps:8.2f} frames/s")
+        warm, timed = batches[:1], batches[1:]
+        timed_frames = frames - len(warm[0]) if warm else 0
+        for detector in detectors:
+            detector.detect(warm[0])  # first-call allocations
+            start = time.perf_counter()
+            for b in timed:
+                detector.detect(b)
+            print(f"{detector.name + ' alone':<28}{_rate(timed_frames, time.perf_counter() - start):8.2f} frames/s")
+        tracking = config.tracking if config.tracking.enabled else None
+        list(run_local(warm, detectors, tracking))
+        start = time.perf_counter()
+        analysed = sum(1 for _ in run_local(timed, detectors, tracking))
+        set_fps = _rate(analysed, time.perf_counter() - start)
+        label = "+".join(names) + (" +tracking" if tracking else "")
+        print(f"{'set, side by side':<28}{set_fps:8.2f} frames/s  ({label}; load average "
+              f"{os.getloadavg()[0]:.1f})")
     return 0
 
 

@@ -4,7 +4,7 @@
     media-ray serve --brands DIR [--host H] [--port P]
     media-ray sample DIR
     media-ray eval CLIPS... --brands DIR [--fps N] [--detectors a,b]
-    media-ray bench | bench-live
+    media-ray bench | bench-detectors | bench-live
 
 The CLI checks what a user gave it (videos, brand folder, detector names, an explicitly
 requested CLIP model) before starting anything, and reports a bad input in one line with exit
@@ -225,6 +225,12 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
     return run_live_bench(args)
 
 
+def cmd_bench_detectors(args: argparse.Namespace) -> int:
+    from media_ray.bench import run_detector_bench
+
+    return run_detector_bench(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from media_ray.bench import run_bench
 
@@ -280,6 +286,19 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", default="vit-b-32", help="random CLIP size: vit-b-32 or tiny")
     b.add_argument("--config", help="YAML configuration file")
     b.set_defaults(func=cmd_bench)
+
+    bd = sub.add_parser("bench-detectors", help="measure the weight-free detectors, alone and as a set")
+    bd.add_argument("--video", help="video to use (default: a generated 1280x720 clip)")
+    bd.add_argument("--brands", help="brand catalogue folder (default: 10 generated brands)")
+    bd.add_argument("--detectors", help="comma-separated detector names (default: the default set)")
+    bd.add_argument("--seconds", type=float, default=20.0, help="length of the generated clip")
+    bd.add_argument("--background", default="scenery", choices=["scenery", "noise"],
+                    help="background of the generated clip: muted scenery, or saturated colour noise "
+                         "(a worst case for colour proposals)")
+    bd.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video")
+    bd.add_argument("--batch-size", type=int, help="frames per batch (default: sampling.batch_size)")
+    bd.add_argument("--config", help="YAML configuration file")
+    bd.set_defaults(func=cmd_bench_detectors)
 
     bl = sub.add_parser("bench-live", help="live latency for 1 and N simultaneous streams")
     bl.add_argument("--video", help="video to play as live (default: a generated 1280x720 clip)")

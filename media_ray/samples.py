@@ -105,13 +105,39 @@ def _background(width: int, height: int, seed: int) -> np.ndarray:
     return cv2.GaussianBlur(canvas, (0, 0), 1.0)
 
 
+def _scenery(width: int, height: int, seed: int) -> np.ndarray:
+    """A large canvas more like filmed scenery than `_background`'s colour noise: brightness
+    texture at several scales under a slowly varying, muted tint, with some flat blocks of
+    colour (walls, signs, vehicles) standing in it."""
+    rng = np.random.default_rng(seed)
+    W, H = int(width * 1.5), int(height * 1.5)
+    lum = np.zeros((H, W), np.float32)
+    for scale, weight in ((96, 0.5), (24, 0.3), (6, 0.2)):
+        noise = rng.random((H // scale + 2, W // scale + 2)).astype(np.float32)
+        lum += weight * cv2.resize(noise, (W, H), interpolation=cv2.INTER_CUBIC)
+    tint = cv2.resize(rng.random((4, 6, 3)).astype(np.float32), (W, H), interpolation=cv2.INTER_CUBIC)
+    canvas = np.clip(lum, 0, 1)[..., None] * (0.75 + 0.5 * np.clip(tint, 0, 1)) * 170 + 30
+    for _ in range(40):
+        x, y = int(rng.integers(0, W)), int(rng.integers(0, H))
+        w, h = int(rng.integers(30, 260)), int(rng.integers(30, 200))
+        colour = rng.integers(40, 220, 3).astype(np.float32)
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), tuple(float(c) for c in colour), -1)
+    return cv2.GaussianBlur(np.clip(canvas, 0, 255).astype(np.uint8), (0, 0), 1.2)
+
+
+#: backgrounds a generated clip can be rendered on
+BACKGROUNDS = {"noise": _background, "scenery": _scenery}
+
+
 def render_clip(path: str | Path, marks: dict[str, np.ndarray], tracks: list[Track], seconds: float,
-                fps: int = 25, size: tuple[int, int] = (640, 360), seed: int = 0, crf: int = 20) -> dict:
-    """Encode an H.264 clip with the marks pasted along their tracks; returns the ground truth
-    (the shared `gt.json` format) and writes it beside the clip as NAME.gt.json."""
+                fps: int = 25, size: tuple[int, int] = (640, 360), seed: int = 0, crf: int = 20,
+                background: str = "noise") -> dict:
+    """Encode an H.264 clip with the marks pasted along their tracks, on a background from
+    `BACKGROUNDS`; returns the ground truth (the shared `gt.json` format) and writes it beside
+    the clip as NAME.gt.json."""
     path = Path(path)
     width, height = size
-    bg = _background(width, height, seed)
+    bg = BACKGROUNDS[background](width, height, seed)
     n_frames = int(round(seconds * fps))
     frames_gt = []
     # faststart: the index first, so the clip also plays from a server without range requests

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -179,3 +180,16 @@ def test_default_set_without_clip_weights_says_so_in_one_line_and_goes_on(sample
     notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("note: clip")]
     assert len(notes) == 1 and "--clip-model" in notes[0]
     assert len(read_frames(out / "frames.jsonl")) == 12
+
+
+def test_bench_detectors_measures_each_detector_and_the_set(tmp_path):
+    """The benchmark runs on its generated 1280x720 clip and 10-brand catalogue and prints a
+    rate for decoding, each detector of the default set, and the set side by side."""
+    proc = media_ray("bench-detectors", "--seconds", "2", "--fps", "3", "--batch-size", "2")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "(1280x720)" in lines[0] and "10 brands" in lines[0]
+    rates = {name: float(rate) for name, rate in
+             (re.match(r"(.+?)\s+([\d.]+) frames/s", line).groups() for line in lines[1:])}
+    assert set(rates) == {"decode", "reference alone", "shape alone", "visual alone", "set, side by side"}
+    assert all(r > 0 for r in rates.values()), rates
