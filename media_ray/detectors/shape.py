@@ -50,8 +50,9 @@ class ShapeParams(DetectorParams):
         25.0, gt=0.0, le=100.0, description="a brand colour darker than this (L*) and nearly grey "
                                             "is a black mark, found by lightness levels")
     dark_levels: tuple[float, ...] = Field(
-        (8.0, 14.0, 22.0), min_length=1, description="L* below which a pixel may be part of a "
-                                                     "black mark")
+        (4.0, 10.0, 20.0), min_length=1, description="L* below which a pixel may be part of a "
+                                                      "black mark (the lowest keeps a pure black "
+                                                      "mark apart from the shadows it lies on)")
     grey_chroma: float = Field(
         14.0, gt=0.0, description="chroma below which a pixel (or brand colour) counts as grey")
     colour_merge: float = Field(
