@@ -53,6 +53,10 @@ class ShapeParams(DetectorParams):
         (4.0, 10.0, 20.0), min_length=1, description="L* below which a pixel may be part of a "
                                                       "black mark (the lowest keeps a pure black "
                                                       "mark apart from the shadows it lies on)")
+    dark_chroma_per_lightness: float = Field(
+        1.0, ge=0.0, description="a pixel of a black mark is nearly grey for its lightness: its "
+                                 "chroma is below this times its L* plus 2 (and below "
+                                 "grey_chroma)")
     grey_chroma: float = Field(
         14.0, gt=0.0, description="chroma below which a pixel (or brand colour) counts as grey")
     colour_merge: float = Field(
@@ -269,10 +273,8 @@ class ShapeDetector(Detector):
                 vectors.append(vec)
                 aspects.append(crop.shape[1] / crop.shape[0])
                 fills.append(crop.mean())
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        parts = int((stats[1:, cv2.CC_STAT_AREA] >= 0.02 * mask.sum()).sum())
         return _Silhouettes(brand, np.stack(vectors), np.float32(aspects), np.float32(fills),
-                            plain, parts > 1)
+                            plain, _parts(mask) > 1)
 
     # frames ---------------------------------------------------------------------------------
 
@@ -302,7 +304,10 @@ class ShapeDetector(Detector):
         for m in self._masks:
             if m.dark:
                 if grey is None:
-                    grey = (A * A + B * B) < p.grey_chroma ** 2
+                    # nearly grey for its lightness: a black mark's colour cast (grading,
+                    # compression) shrinks with its lightness, a dark coloured shadow's does not
+                    limit = np.minimum(p.grey_chroma, p.dark_chroma_per_lightness * L + 2.0)
+                    grey = (A * A + B * B) < limit * limit
                 masks = [(L < level) & grey for level in p.dark_levels]
             else:
                 d2 = (L - m.lab[0]) ** 2 + (A - m.lab[1]) ** 2 + (B - m.lab[2]) ** 2
@@ -433,6 +438,12 @@ class ShapeDetector(Detector):
         patch = lab[Y0:Y1, X0:X1]
         contrast = np.linalg.norm(patch[inside > 0].mean(0) - patch[ring].mean(0))
         return bool(contrast >= p.min_ring_contrast)
+
+
+def _parts(mask: np.ndarray, share: float = 0.02) -> int:
+    """The mask's connected parts of at least `share` of its pixels."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return int((stats[1:, cv2.CC_STAT_AREA] >= share * max(1, stats[1:, cv2.CC_STAT_AREA].sum())).sum())
 
 
 def _disk(radius: int) -> np.ndarray:
