@@ -14,22 +14,26 @@ from typing import Iterable, Iterator, Sequence
 import cv2
 
 from media_ray.detectors import Detector
-from media_ray.model import Detection, FrameBatch, FrameResult
+from media_ray.model import Detection, FrameBatch, FrameResult, containment
 from media_ray.model import iou as box_iou
 from media_ray.tracking import DetectionTracker, TrackingConfig
 
 log = logging.getLogger(__name__)
 
 
-#: two boxes of one label overlapping this much (IoU) are one logo seen by two detectors
+#: two boxes of one label overlapping this much (IoU), or one lying this much inside the
+#: other (intersection over the smaller), are one logo seen by two detectors: one detector's
+#: box may be loose where another's is tight, and one brand's marks do not nest
 SAME_LOGO_IOU = 0.5
+SAME_LOGO_INSIDE = 0.8
 
 
 def merge_results(per_detector: Sequence[list[FrameResult]]) -> list[FrameResult]:
     """Combine several detectors' results for the same frames into one result per frame.
 
     A logo found by several detectors is reported once: of detections with the same label
-    whose boxes overlap by `SAME_LOGO_IOU` or more, the highest-scoring is kept.
+    whose boxes overlap by `SAME_LOGO_IOU` or more, or one inside the other by
+    `SAME_LOGO_INSIDE`, the highest-scoring is kept.
     """
     if not per_detector:
         raise ValueError("no detector results to merge")
@@ -48,11 +52,10 @@ def one_per_logo(detections: list[Detection]) -> list[Detection]:
     kept: list[Detection] = []
     for d in sorted(detections, key=lambda d: -d.score):
         if d.box is None or all(k.label != d.label or k.box is None
-                                or box_iou(k.box, d.box) < SAME_LOGO_IOU for k in kept):
+                                or (box_iou(k.box, d.box) < SAME_LOGO_IOU
+                                    and containment(k.box, d.box) < SAME_LOGO_INSIDE) for k in kept):
             kept.append(d)
     return kept
-
-
 
 
 def detect_batch(detectors: Sequence[Detector], batch: FrameBatch,

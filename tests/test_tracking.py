@@ -87,6 +87,16 @@ def test_one_logo_found_by_two_detectors_is_reported_once():
     assert sorted(d.box[0] for d in merged.detections) == [100.0, 600.0]
 
 
+def test_a_loose_box_around_another_detectors_tight_box_is_the_same_logo():
+    """One detector's box may be loose (a homography from few points) where another's is tight:
+    a box of one label lying inside another is one logo, the better-scored kept."""
+    tight = [_frame(0, ("acme", (880.0, 570.0, 932.0, 646.0)))]
+    loose = [_frame(0, ("acme", (860.0, 556.0, 940.0, 663.0)))]
+    tight[0].detections[0].score, loose[0].detections[0].score = 0.9, 0.4
+    (merged,) = merge_results([loose, tight])
+    assert [d.box for d in merged.detections] == [(880.0, 570.0, 932.0, 646.0)]
+
+
 def test_run_local_applies_tracking_per_stream():
     import numpy as np
 

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from media_ray.catalog import Brand, BrandCatalog
 from media_ray.detectors import Detector, DetectorParams
-from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
+from media_ray.model import Detection, FrameBatch, FrameResult, containment, empty_results
 from media_ray.model import iou as box_iou
 from media_ray.detectors.working import to_source, to_working
 
@@ -528,22 +528,12 @@ def _plain_similarity(crop: np.ndarray, size: int) -> float:
     return best
 
 
-
-
-def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """Intersection over the smaller box: 1 when one box holds the other."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return ix * iy / small if small > 0 else 0.0
-
-
 def _suppress(found: list[_Found], iou: float) -> list[_Found]:
     """The marks, best first, without those overlapping a better one (of any brand) or lying
     inside it: a part of a mark (one stripe, the tail of a swoosh) may look like a mark too."""
     kept: list[_Found] = []
     for f in sorted(found, key=lambda f: -f.similarity):
-        if all(box_iou(k.box, f.box) < iou and _overlap(k.box, f.box) < 0.8 for k in kept):
+        if all(box_iou(k.box, f.box) < iou and containment(k.box, f.box) < 0.8 for k in kept):
             kept.append(f)
     return kept
 

@@ -8,9 +8,10 @@ the development set, so that `media-ray eval` figures do not come from tuning to
 Needs `npm` (simple-icons, CC0-1.0, is fetched into OUT/npm unless --simple-icons names a
 copy), `pip install cairosvg` to render its SVGs, and the shared `tools/make_clip.py`, which
 composes each scene and writes its per-frame ground truth. Renders are deterministic: the
-catalogue is 10 brands (OUT/logos, with brands.json), 3 distractors are drawn but never in the
-catalogue, and the three backgrounds (a park, a city at night, a cluttered market) are
-procedural. This is a measuring instrument, not a test: pytest does not collect it.
+catalogue is 10 brands (OUT/logos, with brands.json), 4 distractors are drawn but never in the
+catalogue, and the four backgrounds (a park, a city at night, a cluttered market, a stadium
+whose crowd is a field of small coloured blocks) are procedural. This is a measuring
+instrument, not a test: pytest does not collect it.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from PIL import Image
 SIMPLE_ICONS = "simple-icons@16.37.0"
 CATALOGUE = ["puma", "shell", "ferrari", "audi", "visa", "underarmour", "mitsubishi", "airbnb",
              "twitch", "chevrolet"]
-DISTRACTORS = ["apple", "nvidia", "jordan"]
+DISTRACTORS = ["apple", "nvidia", "jordan", "honda"]
 H, W = 1000, 1800  # background canvas; the clips are 1280x720 views that pan across it
 
 SCENES = [
@@ -68,6 +69,22 @@ SCENES = [
          {"brand": "audi", "t0": 0.0, "t1": 4.0, "p0": [1050, 600], "p1": [1000, 560], "w0": 200, "w1": 220},
          {"brand": "nvidia", "t0": 3.0, "t1": 8.0, "p0": [150, 120], "p1": [250, 150], "w0": 140, "w1": 160,
           "distractor": True}]},
+    {"name": "own-stadium", "seconds": 10, "fps": 30, "size": [1280, 720], "seed": 4,
+     "background": "stadium",
+     "tracks": [
+         {"brand": "visa", "t0": 0.0, "t1": 10.0, "p0": [1190, 50], "p1": [1190, 50], "w0": 90, "w1": 90,
+          "opacity": 0.7},
+         {"brand": "shell", "t0": 0.0, "t1": 7.0, "p0": [500, 330], "p1": [500, 330], "w0": 110, "w1": 110,
+          "anchored": True, "yaw0": 0.4, "yaw1": 0.4},
+         {"brand": "chevrolet", "t0": 2.0, "t1": 9.0, "p0": [200, 560], "p1": [900, 520], "w0": 180, "w1": 260,
+          "rot0": -5, "rot1": 10, "blur0": 0.0, "blur1": 1.2},
+         {"brand": "ferrari", "t0": 1.0, "t1": 8.0, "p0": [950, 600], "p1": [800, 640], "w0": 60, "w1": 70,
+          "rot0": 0, "rot1": 20},
+         {"brand": "puma", "t0": 4.0, "t1": 10.0, "p0": [350, 420], "p1": [420, 440], "w0": 150, "w1": 170,
+          "yaw0": -0.3, "yaw1": 0.1},
+         {"brand": "honda", "t0": 0.0, "t1": 10.0, "p0": [900, 330], "p1": [900, 330], "w0": 150, "w1": 150,
+          "anchored": True, "distractor": True}],
+     "grade": {"gain": [1.03, 1.0, 0.97], "gamma": 1.0, "noise": 1.5}},
 ]
 
 
@@ -143,6 +160,22 @@ def backgrounds(folder: Path) -> None:
         else:
             cv2.circle(img, (x, y), int(rng.integers(8, 70)), c, -1)
     save(cv2.GaussianBlur(img, (0, 0), 1.5) + rng.normal(0, 5, img.shape), "market")
+    # stadium: sky, a crowd of small colourful blobs, a band of flat advertising boards, a
+    # mown pitch
+    img = np.zeros((H, W, 3), np.float32)
+    img[:150] = (150, 185, 225)
+    crowd = rng.integers(20, 235, (34, W // 8, 3)).astype(np.float32)
+    crowd = 0.6 * crowd.mean(2, keepdims=True) + 0.4 * crowd  # muted clothes and faces
+    img[150:490] = cv2.resize(crowd, (W, 340), interpolation=cv2.INTER_NEAREST) * 0.7
+    x = 0
+    while x < W:
+        w = int(rng.integers(180, 420))
+        img[490:580, x:x + w] = rng.integers(30, 230, 3)
+        x += w
+    stripes = ((np.arange(W)[None, :] + np.arange(H - 580)[:, None] * 0.3) // 120) % 2
+    img[580:] = np.float32([60, 140, 60])[None, None, :] * (0.9 + 0.15 * stripes[..., None])
+    img[580:] *= (0.9 + 0.2 * fractal(H - 580, W, 5))[..., None]
+    save(cv2.GaussianBlur(img, (0, 0), 1.0) + rng.normal(0, 4, img.shape), "stadium")
 
 
 def main() -> int:
