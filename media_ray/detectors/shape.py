@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Annotated
 
 import cv2
 import numpy as np
@@ -69,10 +70,10 @@ class ShapeParams(DetectorParams):
         (0, 3, 8), min_length=1, description="radii a mask is closed with, so that separate "
                                               "parts of one mark are also taken together (for "
                                               "marks of several parts; others use the first)")
-    keystone: float = Field(
-        0.4, ge=0.0, lt=1.0, description="the references are also seen turned away from the "
-                                         "camera: one edge this much shorter, the opposite one "
-                                         "this much longer (0: rotations only)")
+    keystones: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], ...] = Field(
+        (0.2, 0.4), description="the references are also seen turned away from the camera: for each "
+                            "value, one edge this much shorter, the opposite one this much longer "
+                            "(empty: rotations only)")
     template_size: int = Field(32, ge=8, le=128, description="side of the square silhouettes are "
                                                              "compared at")
     rotation_step_deg: float = Field(10.0, gt=0.0, le=90.0, description="rotations of the "
@@ -250,11 +251,10 @@ class ShapeDetector(Detector):
         away from the camera about its vertical or horizontal axis."""
         p = self.params
         h, w = mask.shape
-        side = int(np.ceil(np.hypot(h, w) * (1 + p.keystone))) + 4
+        side = int(np.ceil(np.hypot(h, w) * (1 + max(p.keystones, default=0.0)))) + 4
         src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-        k = p.keystone
         views = [src]
-        if k > 0:
+        for k in p.keystones:
             for s in (k, -k):  # one edge shorter by k, the opposite one longer by k
                 views.append(np.float32([[0, h * s / 2], [w, -h * s / 2], [w, h + h * s / 2], [0, h - h * s / 2]]))
                 views.append(np.float32([[w * s / 2, 0], [w - w * s / 2, 0], [w + w * s / 2, h], [-w * s / 2, h]]))
