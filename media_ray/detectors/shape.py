@@ -6,13 +6,18 @@ and compares the silhouettes of the regions of that colour with the brand's own:
 
 1. proposals: the frame, at a working resolution, in CIELAB; for each distinct brand colour
    the pixels within a few colour distances of it (for black and near-black marks: the pixels
-   darker than a few lightness levels and nearly grey), as masks;
-2. regions: connected components of each mask, and of the mask closed at a few radii so that
-   a mark made of separate parts (stripes, letters) is also seen whole;
+   darker than a few lightness levels and nearly grey for their lightness), as masks;
+2. regions: connected components of each mask (searched within the bounds of its pixels), and
+   of the mask closed at a few radii so that a mark made of separate parts (stripes, letters)
+   is also seen whole;
 3. shape: each region's mask, cropped to its bounds and resized to a small square, is compared
-   by normalised correlation with the brand's colour mask rendered at every rotation step
-   (cropped and resized the same way, so scale and aspect are normalised away);
-4. rejections: the mark must contrast with a thin ring around it (a region cut out of a larger
+   by normalised correlation with the brand's colour mask rendered at every rotation step and
+   at a few keystones (cropped and resized the same way, so scale and aspect are normalised
+   away);
+4. refinement: the regions that correlate fairly well but not well enough, best first and a
+   few per frame, have their alignment with their closest rendering refined (ECC, a small
+   affine warp) and are compared again, against a higher bar: views between the rendered ones;
+5. rejections: the mark must contrast with a thin ring around it (a region cut out of a larger
    area of nearly the same colour is no mark), and it must match its logo clearly better than
    a plain shape (its own moment ellipse or convex hull) does.
 
@@ -71,9 +76,9 @@ class ShapeParams(DetectorParams):
                                               "parts of one mark are also taken together (for "
                                               "marks of several parts; others use the first)")
     keystones: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], ...] = Field(
-        (0.2, 0.4), description="the references are also seen turned away from the camera: for each "
-                            "value, one edge this much shorter, the opposite one this much longer "
-                            "(empty: rotations only)")
+        (0.2, 0.4), description="the references are also seen turned away from the camera: for "
+                                "each value, one edge this much shorter, the opposite one this "
+                                "much longer (empty: rotations only)")
     template_size: int = Field(32, ge=8, le=128, description="side of the square silhouettes are "
                                                              "compared at")
     rotation_step_deg: float = Field(10.0, gt=0.0, le=90.0, description="rotations of the "
@@ -442,7 +447,7 @@ class ShapeDetector(Detector):
 
 def _parts(mask: np.ndarray, share: float = 0.02) -> int:
     """The mask's connected parts of at least `share` of its pixels."""
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     return int((stats[1:, cv2.CC_STAT_AREA] >= share * max(1, stats[1:, cv2.CC_STAT_AREA].sum())).sum())
 
 
