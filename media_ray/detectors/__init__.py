@@ -49,6 +49,11 @@ class Detector(ABC):
     def set_catalog(self, catalog: BrandCatalog) -> None:
         """Look for a new set of brands from now on (derived features are rebuilt)."""
         self.catalog = catalog
+        self._build(catalog)
+
+    def _build(self, catalog: BrandCatalog) -> None:
+        """Derive what the detector needs from a catalogue (reference features, name keys);
+        called by `set_catalog`, and by a subclass's `__init__` once its models are loaded."""
 
     @classmethod
     def unavailable_reason(cls, params: DetectorParams) -> str | None:

@@ -83,10 +83,6 @@ class OcrDetector(Detector):
             return "rapidocr-onnxruntime is not installed (pip install rapidocr-onnxruntime)"
         return None
 
-    def set_catalog(self, catalog: BrandCatalog) -> None:
-        super().set_catalog(catalog)
-        self._build(catalog)
-
     def _build(self, catalog: BrandCatalog) -> None:
         p = self.params
         self._names = [_Name(b.id, _key(n)) for b in catalog for n in b.names

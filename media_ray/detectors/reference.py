@@ -167,10 +167,6 @@ class ReferenceDetector(Detector):
         self._new_matcher = feature.matcher
         self._build(catalog)
 
-    def set_catalog(self, catalog: BrandCatalog) -> None:
-        super().set_catalog(catalog)
-        self._build(catalog)
-
     # references -----------------------------------------------------------------------------
 
     def _build(self, catalog: BrandCatalog) -> None:

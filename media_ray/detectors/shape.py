@@ -202,10 +202,6 @@ class ShapeDetector(Detector):
         super().__init__(catalog, params)
         self._build(catalog)
 
-    def set_catalog(self, catalog: BrandCatalog) -> None:
-        super().set_catalog(catalog)
-        self._build(catalog)
-
     # references -----------------------------------------------------------------------------
 
     def _build(self, catalog: BrandCatalog) -> None:
