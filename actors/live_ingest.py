@@ -4,7 +4,9 @@ A `LiveSource` thread (or the webcam's pushed JPEGs) fills a bounded buffer that
 oldest frames when the detectors fall behind; the actor's event loop takes FrameBatches from
 it, puts them in the object store, sends them to the stream's detectors (a bounded number in
 flight), and appends the results, in time order, to the results store, where the WebSocket
-fan-out reads them. Dropped frames are counted and shown in the stream's status.
+fan-out reads them. Dropped frames are counted and shown in the stream's status. What comes
+back passes through the stream's `StageChain` (merge, exposure; tracking with `tracking.live`),
+the chain every runner uses.
 """
 from __future__ import annotations
 
@@ -19,22 +21,17 @@ import ray
 from ray.serve.handle import DeploymentHandle
 
 from actors.store import connect_store
+from media_ray.buffering import DropOldestBuffer
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig
-from media_ray.exposure import ExposureAggregator
+from media_ray.chain import StageChain
 from media_ray.hls import HlsWriter
-from media_ray.live import DropOldestBuffer, LiveSource, LiveSourceConfig, StreamState
+from media_ray.live import LiveSource
 from media_ray.model import FrameBatch, FrameResult
-from media_ray.pipeline import merge_results
 from media_ray.sources import DecodedFrame, source_kind
-from media_ray.streams import StreamStatus
+from media_ray.streams import StreamState, StreamStatus
 
 log = logging.getLogger(__name__)
-
-#: pulled sources paced by their timestamps (a live source paces itself)
-PACED_SCHEMES = ("http", "https")
-#: how often the stream's status and report are saved to the store while it runs
-META_EVERY_S = 1.0
 
 
 @ray.remote
@@ -47,7 +44,7 @@ class LiveIngest:
         self.detectors = detectors
         self.catalog_version = catalog.version
         self.buffer = DropOldestBuffer(config.live.queue_frames)  # the webcam's; a source has its own
-        self.aggregator = ExposureAggregator(catalog, status.fps, config.exposure)
+        self.chain = StageChain.for_live(config, catalog, status.fps)
         self.store = connect_store(config.store, namespace=config.ray.namespace)
         self.hls = HlsWriter(Path(hls_dir), segment_s=config.live.hls_segment_s) if hls_dir else None
         self.source: LiveSource | None = None
@@ -67,8 +64,9 @@ class LiveIngest:
             scheme, kind = source_kind(self.uri)
             # files, local or over http(s), and VOD playlists are played as live: paced by their
             # own timestamps, so the detectors see them as a live viewer would
-            cfg = LiveSourceConfig(fps=self.status.fps, buffer_size=self.config.live.queue_frames,
-                                   realtime=kind.is_file or scheme in PACED_SCHEMES)
+            cfg = self.config.live.source.model_copy(update={
+                "fps": self.status.fps, "buffer_size": self.config.live.queue_frames,
+                "realtime": kind.is_file or scheme in self.config.live.paced_schemes})
             self.source = LiveSource(self.uri, cfg, on_state=self._on_state_threadsafe, hls=self.hls)
             self.buffer = self.source.buffer
             self.source.start()
@@ -122,12 +120,15 @@ class LiveIngest:
         in_flight: asyncio.Queue = asyncio.Queue(maxsize=max(1, self.config.live.max_in_flight - 1))
         publisher = asyncio.ensure_future(self._publish_in_order(in_flight))
         while True:
-            frames = await asyncio.to_thread(self.buffer.get_batch, self.config.live.batch_size, 0.25)
+            frames = await asyncio.to_thread(self.buffer.get_batch, self.config.live.sampling.batch_size, 0.25)
             if not frames:
                 if (self._source_done.is_set() or self.buffer.closed) and len(self.buffer) == 0:
                     break
                 await self._save_meta()
                 continue
+            if self.status.frame_width is None:
+                h, w = frames[0].rgb.shape[:2]
+                self.status = self.status.update(frame_width=w, frame_height=h)
             batch = FrameBatch.stack(self.status.id, self._seq, [f.rgb for f in frames], [f.t for f in frames],
                                      [f.index for f in frames], [f.arrival for f in frames],
                                      catalog_version=self.catalog_version)
@@ -135,6 +136,7 @@ class LiveIngest:
             await in_flight.put(asyncio.ensure_future(self._detect(batch)))
         await in_flight.put(None)
         await publisher
+        await self._publish(self.chain.finish())
         if self._final is not None:
             self._set_state(*self._final)
         await self._save_meta(force=True)
@@ -142,18 +144,17 @@ class LiveIngest:
     async def _publish_in_order(self, in_flight: asyncio.Queue) -> None:
         """Each batch's results as soon as it and every batch before it are back."""
         while (sent := await in_flight.get()) is not None:
-            await self._publish(*await sent)
+            await self._publish(self.chain.push(*await sent))
 
-    async def _detect(self, batch: FrameBatch) -> tuple[FrameBatch, list[FrameResult]]:
+    async def _detect(self, batch: FrameBatch) -> tuple[FrameBatch, list[list[FrameResult]]]:
         ref = ray.put(batch)
-        per_detector = await asyncio.gather(*(h.remote(ref) for h in self.detectors.values()))
-        return batch, merge_results(per_detector)
+        return batch, list(await asyncio.gather(*(h.remote(ref) for h in self.detectors.values())))
 
-    async def _publish(self, batch: FrameBatch, results: list[FrameResult]) -> None:
-        records = []
-        for r, arrival in zip(results, batch.arrival):
-            self.aggregator.add(r)
-            records.append({**r.record(), "arrival": round(float(arrival), 4)})
+    async def _publish(self, results: list[FrameResult]) -> None:
+        """Frame records of the results the chain has ready, with their arrival time."""
+        if not results:
+            return
+        records = [{**r.record(), "arrival": round(r.arrival or 0.0, 4)} for r in results]
         await self.store.append(self.status.id, records)
         self.status = self.status.update(frames_analysed=self.status.frames_analysed + len(results))
         await self._save_meta()
@@ -179,12 +180,12 @@ class LiveIngest:
 
     async def _save_meta(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last_meta < META_EVERY_S:
+        if not force and now - self._last_meta < self.config.live.status_every_s:
             return
         self._last_meta = now
         if self.source is not None:
             self.status = self.status.update(frames_received=self.source.frames)
         self.status = self.status.update(frames_dropped=self.buffer.dropped)
-        report = self.aggregator.report(self.status.source)
+        report = self.chain.report(self.status.source)
         await self.store.put_meta(self.status.id, {"status": self.status.model_dump(),
                                                    "report": report.model_dump()})

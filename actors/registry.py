@@ -17,24 +17,18 @@ import ray
 from ray import serve
 
 from actors.live_ingest import LiveIngest
-from actors.runtime import plan_apps
 from actors.store import connect_store
-from deployments.detectors import CATALOG_SOURCE
 from media_ray.catalog import Brand, BrandCatalog, CatalogError
 from media_ray.config import MediaRayConfig
 from media_ray.streams import StreamRequest, StreamStatus, new_stream_id, new_stream_key
+from media_ray.topology import StreamError, plan_apps
 
 log = logging.getLogger(__name__)
 
-REGISTRY_NAME = CATALOG_SOURCE
-
-
-class StreamError(ValueError):
-    """A stream request that cannot be served (bad detector, no port left, no tier up)."""
-
-
-@ray.remote(num_cpus=0, max_concurrency=100)
+@ray.remote(num_cpus=0)
 class StreamRegistry:
+    """Started by the driver with `max_concurrency=live.registry_concurrency`."""
+
     def __init__(self, config: MediaRayConfig, catalog: BrandCatalog, detectors: list[str]):
         self.config = config
         self._catalog = catalog
@@ -81,13 +75,13 @@ class StreamRegistry:
         sid = new_stream_id()
         uri = self._source_uri(request, sid)
         status = StreamStatus(id=sid, name=request.name or sid, source=request.source, kind=request.kind,
-                              fps=request.fps or self.config.live.fps, detectors=detectors,
+                              fps=request.fps or self.config.live.sampling.fps, detectors=detectors,
                               tier_requested=request.tier, tier=tier, fallback=fallback,
                               publish_url=self._publish_url(uri) if request.kind == "rtmp" else None,
                               hls_url=None if request.kind == "webcam" else f"/streams/{sid}/hls/index.m3u8")
         hls_dir = None if request.kind == "webcam" else str(self.hls_root / sid)
         ingest = LiveIngest.options(**self.config.placement_for("ingest").ray_actor_options(),
-                                    max_concurrency=100).remote(
+                                    max_concurrency=self.config.live.ingest_concurrency).remote(
             status, uri, self.config, self._handles(detectors, tier), self._catalog, hls_dir)
         self.ingests[sid] = ingest
         self.statuses[sid] = status

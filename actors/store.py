@@ -14,12 +14,9 @@ import ray
 
 from media_ray.config import StoreConfig
 from media_ray.store import MemoryStore, RedisStore, ResultStore
+from media_ray.topology import STORE_NAME
 
 log = logging.getLogger(__name__)
-
-#: concurrent calls the store actor serves; each waiting `follow` (one per WebSocket) holds one
-MAX_CONCURRENT_CALLS = 1000
-
 
 @ray.remote(num_cpus=0)
 class ResultStoreActor:
@@ -88,7 +85,7 @@ class ActorStore(ResultStore):
 def _embedded(config: StoreConfig, name: str, namespace: str | None,
               actor_options: dict[str, Any]) -> ResultStore:
     options = {**actor_options, "name": name, "namespace": namespace, "get_if_exists": True,
-               "max_concurrency": MAX_CONCURRENT_CALLS}
+               "max_concurrency": config.max_concurrent_calls}
     log.debug("results store: actor %s in namespace %s", name, namespace or "(the caller's)")
     return ActorStore(ResultStoreActor.options(**options).remote(config))
 
@@ -105,7 +102,7 @@ CONNECTORS: dict[str, Callable[[StoreConfig, str, str | None, dict[str, Any]], R
 }
 
 
-def connect_store(config: StoreConfig, name: str = "media-ray-store", namespace: str | None = None,
+def connect_store(config: StoreConfig, name: str = STORE_NAME, namespace: str | None = None,
                   actor_options: dict[str, Any] | None = None) -> ResultStore:
     """The store every process of the cluster shares, of the configured kind. Needs `ray.init` done.
 

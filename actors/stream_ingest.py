@@ -1,10 +1,12 @@
-"""StreamIngest: decodes one source into FrameBatches in the object store and sends them to
-the detector deployments, keeping a bounded number in flight.
+"""StreamIngest: decodes one source into FrameBatches in the object store, sends them to the
+detector deployments (a bounded number in flight), and passes what comes back through the
+stream's `StageChain` (merge, tracking, exposure), the same chain every runner uses.
 
 For files the ingest waits for the oldest batch in flight before decoding more: nothing is
 dropped and nothing queues without bound. Results are yielded batch by batch in time order,
-whatever order the detectors finish in.
+whatever order the detectors finish in; `report()` gives the exposure of what was yielded.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,11 +16,11 @@ from collections import deque
 import ray
 from ray.serve.handle import DeploymentHandle
 
-from media_ray.config import SamplingConfig
-from media_ray.tracking import DetectionTracker, TrackingConfig
+from media_ray.catalog import BrandCatalog
+from media_ray.chain import StageChain, file_batches
+from media_ray.config import MediaRayConfig
+from media_ray.exposure import ExposureReport
 from media_ray.model import FrameBatch, FrameResult
-from media_ray.pipeline import merge_results
-from media_ray.sources import batched, decode
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +29,24 @@ _DONE = object()
 
 @ray.remote
 class StreamIngest:
-    def __init__(self, stream_id: str, uri: str, sampling: SamplingConfig,
-                 detectors: dict[str, DeploymentHandle], max_in_flight: int,
-                 tracking: TrackingConfig | None = None):
+    def __init__(self, stream_id: str, uri: str, config: MediaRayConfig,
+                 detectors: dict[str, DeploymentHandle], catalog: BrandCatalog | None = None):
         if not detectors:
             raise ValueError("StreamIngest needs at least one detector")
         self.stream_id = stream_id
         self.uri = uri
-        self.sampling = sampling
+        self.sampling = config.sampling
         self.detectors = detectors
-        self.max_in_flight = max_in_flight
+        self.max_in_flight = config.pipeline.max_in_flight
+        self.chain = StageChain.for_files(config, catalog)
         self.frames_sent = 0
         self.frames_done = 0
         self.peak_in_flight = 0
-        # results in time order pass through the tracker, which may hold a few frames back
-        self.tracker = DetectionTracker(tracking) if tracking is not None and tracking.enabled else None
 
     async def run(self):
-        """Yields, per FrameBatch and in order, the list of merged FrameResults."""
-        batches = batched(decode(self.uri, self.sampling.fps, self.sampling.decode_threads),
-                          self.stream_id, self.sampling.batch_size)
+        """Yields, per FrameBatch and in order, the list of FrameResults now ready (the
+        tracker may hold a few back: they come with a later batch, or last)."""
+        batches = file_batches(self.uri, self.stream_id, self.sampling)
         in_flight: deque[asyncio.Future] = deque()
         while True:
             # decoding blocks; a worker thread keeps the actor's event loop free
@@ -60,23 +60,23 @@ class StreamIngest:
                 yield await self._next(in_flight)
         while in_flight:
             yield await self._next(in_flight)
-        if self.tracker is not None:
-            yield self.tracker.flush()
+        yield self.chain.finish()
         log.info("stream %s: %d frames analysed", self.stream_id, self.frames_sent)
 
     async def _next(self, in_flight: deque) -> list[FrameResult]:
-        results = await in_flight.popleft()
-        self.frames_done += len(results)
-        if self.tracker is None:
-            return results
-        return [ready for r in results for ready in self.tracker.push(r)]
+        batch, per_detector = await in_flight.popleft()
+        self.frames_done += len(batch)
+        return self.chain.push(batch, per_detector)
 
     def status(self) -> dict:
         return {"stream_id": self.stream_id, "frames_sent": self.frames_sent,
                 "frames_done": self.frames_done, "peak_in_flight": self.peak_in_flight,
                 "max_in_flight": self.max_in_flight}
 
-    async def _detect(self, batch: FrameBatch) -> list[FrameResult]:
+    def report(self, video: str, duration_s: float | None = None) -> ExposureReport:
+        """Exposure of the results yielded so far."""
+        return self.chain.report(video, duration_s)
+
+    async def _detect(self, batch: FrameBatch) -> tuple[FrameBatch, list[list[FrameResult]]]:
         ref = ray.put(batch)
-        per_detector = await asyncio.gather(*(h.remote(ref) for h in self.detectors.values()))
-        return merge_results(per_detector)
+        return batch, list(await asyncio.gather(*(h.remote(ref) for h in self.detectors.values())))

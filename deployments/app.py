@@ -11,20 +11,18 @@ import logging
 import mimetypes
 from pathlib import Path
 
-import cv2
-import numpy as np
 import ray
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from ray import serve
 
-from actors.registry import REGISTRY_NAME, StreamError
 from actors.store import connect_store
-from media_ray.catalog import Brand, CatalogError
+from media_ray.catalog import Brand, CatalogError, decode_brand_image, parse_colour
 from media_ray.config import MediaRayConfig
 from media_ray.store import OLDEST
-from media_ray.streams import StreamRequest
+from media_ray.streams import StreamRequest, StreamState, StreamStatus
+from media_ray.topology import REGISTRY_NAME, StreamError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +75,7 @@ class MediaRayAPI:
         return {"ok": True, "applications": apps, "streams": len(await self.registry.list.remote())}
 
     # -- streams ---------------------------------------------------------------------------
-    @api.post("/api/streams", status_code=201)
+    @api.post("/api/streams", status_code=201, response_model=StreamStatus)
     async def create_stream(self, request: StreamRequest) -> dict:
         try:
             return await self.registry.create.remote(request)
@@ -86,11 +84,11 @@ class MediaRayAPI:
                 raise HTTPException(422, str(e.cause)) from None
             raise
 
-    @api.get("/api/streams")
+    @api.get("/api/streams", response_model=list[StreamStatus])
     async def list_streams(self) -> list[dict]:
         return await self.registry.list.remote()
 
-    @api.get("/api/streams/{sid}")
+    @api.get("/api/streams/{sid}", response_model=StreamStatus)
     async def get_stream(self, sid: str) -> dict:
         return await self._status(sid)
 
@@ -123,7 +121,7 @@ class MediaRayAPI:
 
     async def _finished(self, sid: str) -> bool:
         status = await self.registry.get.remote(sid)
-        return status is None or status["state"] in ("ended", "failed")
+        return status is None or StreamState(status["state"]).terminal
 
     async def _status(self, sid: str) -> dict:
         status = await self.registry.get.remote(sid)
@@ -138,17 +136,12 @@ class MediaRayAPI:
 
     @api.post("/api/brands", status_code=201)
     async def add_brand(self, id: str = Form(...), name: str = Form(""), prompts: str = Form(""),
-                        aliases: str = Form(""), image: UploadFile | None = File(None)) -> dict:
-        rgba = None
-        if image is not None:
-            data = np.frombuffer(await image.read(), np.uint8)
-            decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-            if decoded is None:
-                raise HTTPException(422, "the image cannot be read")
-            code = cv2.COLOR_BGRA2RGBA if decoded.ndim == 3 and decoded.shape[2] == 4 else cv2.COLOR_BGR2RGBA
-            rgba = cv2.cvtColor(decoded, code if decoded.ndim == 3 else cv2.COLOR_GRAY2RGBA)
+                        aliases: str = Form(""), hex: str = Form("", description="main colour, RRGGBB"),
+                        image: UploadFile | None = File(None)) -> dict:
+        rgba = decode_brand_image(await image.read()) if image is not None else None
         split = lambda s: tuple(p.strip() for p in s.split(",") if p.strip())  # noqa: E731
-        brand = Brand(id=id, name=name or id, aliases=split(aliases), prompts=split(prompts), image=rgba)
+        brand = Brand(id=id, name=name or id, aliases=split(aliases), prompts=split(prompts),
+                      colour=parse_colour(hex), image=rgba)
         version = await self.registry.add_brand.remote(brand)
         return {**self._brand_json(brand), "catalog_version": version}
 

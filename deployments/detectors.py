@@ -16,34 +16,14 @@ import ray
 from ray import serve
 
 from media_ray.catalog import BrandCatalog
-from media_ray.config import MediaRayConfig
+from media_ray.config import MediaRayConfig, PlacementConfig
 from media_ray.detectors import create, set_compute_threads
 from media_ray.model import FrameBatch, FrameResult
+from media_ray.topology import REGISTRY_NAME, deployment_name
 
 log = logging.getLogger(__name__)
 
-#: detector name -> Serve deployment name
-DEPLOYMENT_NAMES: dict[str, str] = {
-    "clip": "CLIPDetector",
-    "reference": "ReferenceDetector",
-    "visual": "VisualDetector",
-}
-
-
-#: the named actor that holds the live catalogue (see actors/registry.py)
-CATALOG_SOURCE = "media-ray-registry"
-
-
-def deployment_name(detector: str) -> str:
-    base = detector.rsplit(":", 1)[-1]  # a detector named by import path: its class name
-    return DEPLOYMENT_NAMES.get(detector, base if base.endswith("Detector") else f"{base.capitalize()}Detector")
-
-
-def app_name(prefix: str, detector: str, tier: str | None = None) -> str:
-    """The Serve application of one detector (of one tier)."""
-    slug = detector.rsplit(":", 1)[-1].lower()
-    return f"{prefix}-{slug}" + (f"-{tier}" if tier else "")
-
+_BATCH_DEFAULTS = PlacementConfig()
 
 @serve.deployment
 class DetectorDeployment:
@@ -70,12 +50,13 @@ class DetectorDeployment:
         async with self._catalog_lock:
             if self.detector.catalog.version == version:
                 return
-            registry = ray.get_actor(CATALOG_SOURCE, namespace=self._namespace)
+            registry = ray.get_actor(REGISTRY_NAME, namespace=self._namespace)
             catalog = await registry.catalog.remote()
             await asyncio.to_thread(self.detector.set_catalog, catalog)
             log.info("catalogue %s -> %s (%d brands)", version, catalog.version, len(catalog))
 
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+    # the sizes are set per replica in __init__, from its placement
+    @serve.batch(max_batch_size=_BATCH_DEFAULTS.max_batch_size, batch_wait_timeout_s=_BATCH_DEFAULTS.batch_wait_timeout_s)
     async def detect(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
         return await asyncio.to_thread(self._detect_together, batches)
 

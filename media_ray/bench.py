@@ -1,15 +1,11 @@
 """Benchmarks, each measured in one run on one machine.
 
-- `media-ray bench`: decoding alone, the CLIP detector alone (no Ray), and the whole Ray
-  pipeline with the same model. The CLIP model is randomly initialised at the size asked for
-  (ViT-B/32 by default), so the figures measure compute, not accuracy, and need no download.
-  The ratio printed last is the pipeline's frames/s over the slower of decoding and CLIP
-  alone: how much of the attainable speed the distribution keeps.
+The benchmarks of the core, without Ray (those through Ray are in `media_ray.app.bench`):
+
 - `media-ray bench-detectors`: the weight-free detectors (the default set unless others are
   named) on a clip and catalogue of the user's, or a generated 1280x720 clip and 10-brand
   catalogue: each alone, then the set side by side with the temporal stage, as `analyze` and
   `eval` run them in one process. Frames are decoded first, so the figures are analysis only.
-- `media-ray bench-live`: live latency through the API for 1 and N simultaneous streams.
 """
 from __future__ import annotations
 
@@ -42,64 +38,13 @@ def make_bench_clip(folder: Path, seconds: float, background: str = "noise") -> 
     return path
 
 
-def _rate(frames: int, seconds: float) -> float:
+def rate(frames: int, seconds: float) -> float:
     return frames / seconds if seconds > 0 else float("nan")
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    from media_ray.randomclip import write_random_clip
-
-    config = MediaRayConfig.load(args.config)
-    config.sampling.fps = args.fps
-    config.sampling.batch_size = args.batch_size
-    with tempfile.TemporaryDirectory(prefix="media-ray-bench-") as tmp:
-        tmp = Path(tmp)
-        video = args.video or str(make_bench_clip(tmp, args.seconds))
-        catalog = BrandCatalog.from_folder(write_catalog(tmp / "logos", numbered_brands(10)))
-        model_dir = write_random_clip(tmp / "clip", args.preset)
-        config.detectors["clip"] = {**config.params_for("clip"), "model": str(model_dir)}
-        print(f"video {video}, {args.fps:g} frames/s analysed, batches of {args.batch_size}, "
-              f"random CLIP {args.preset}, {len(catalog)} brands")
-
-        start = time.perf_counter()
-        frames = sum(1 for _ in decode(video, args.fps, config.sampling.decode_threads))
-        decode_fps = _rate(frames, time.perf_counter() - start)
-        print(f"decode alone          {decode_fps:8.2f} frames/s  ({frames} frames)")
-
-        batches = list(batched(decode(video, args.fps), "bench", args.batch_size))
-        detector = create("clip", catalog, config.params_for("clip"))
-        detector.detect(batches[0])  # warm-up: first-call allocations
-        start = time.perf_counter()
-        for b in batches[1:]:
-            detector.detect(b)
-        clip_fps = _rate(frames - len(batches[0]), time.perf_counter() - start)
-        print(f"clip alone (no Ray)   {clip_fps:8.2f} frames/s")
-        del detector, batches
-
-        from actors.runtime import MediaRayRuntime
-
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)
-
-        with MediaRayRuntime(config, catalog, ["clip"]) as runtime:
-            # steady state, as for CLIP alone: the clock starts when the first batch is back
-            # (actor start-up and the replica's first call are left out), and counts the rest
-            first_at, done = None, 0
-            for results in runtime.analyse(video, stream_id="bench"):
-                if first_at is None:
-                    first_at = time.perf_counter()
-                else:
-                    done += len(results)
-            pipeline_fps = _rate(done, time.perf_counter() - first_at)
-        print(f"ray pipeline          {pipeline_fps:8.2f} frames/s  ({done} frames after the first batch)")
-        slower = min(decode_fps, clip_fps)
-        print(f"pipeline / slower of decode and clip alone: {pipeline_fps / slower:.2f}  "
-              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-    return 0
 
 
 def run_detector_bench(args: argparse.Namespace) -> int:
     from media_ray.detectors import default_set
-    from media_ray.pipeline import run_local
+    from media_ray.chain import StageChain, run_local
     from media_ray.sources import probe
 
     config = MediaRayConfig.load(args.config)
@@ -112,13 +57,13 @@ def run_detector_bench(args: argparse.Namespace) -> int:
         if args.detectors:
             names = [n.strip() for n in args.detectors.split(",") if n.strip()]
         else:
-            names, _ = default_set(config.detectors)
+            names, _ = default_set(config.params_for)
         detectors = [create(n, catalog, config.params_for(n)) for n in names]
         info = probe(video)
         start = time.perf_counter()
         batches = list(batched(decode(video, args.fps, config.sampling.decode_threads), "bench", batch_size))
         frames = sum(len(b) for b in batches)
-        decode_fps = _rate(frames, time.perf_counter() - start)
+        decode_fps = rate(frames, time.perf_counter() - start)
         print(f"video {video} ({info.width}x{info.height}), {frames} frames at {args.fps:g} frames/s, "
               f"{len(catalog)} brands, batches of {batch_size}, {os.cpu_count()} cores")
         print(f"{'decode':<28}{decode_fps:8.2f} frames/s")
@@ -129,102 +74,20 @@ def run_detector_bench(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             for b in timed:
                 detector.detect(b)
-            print(f"{detector.name + ' alone':<28}{_rate(timed_frames, time.perf_counter() - start):8.2f} frames/s")
-        tracking = config.tracking if config.tracking.enabled else None
-        list(run_local(warm, detectors, tracking))
+            print(f"{detector.name + ' alone':<28}{rate(timed_frames, time.perf_counter() - start):8.2f} frames/s")
+        config.sampling.fps = args.fps
+        list(run_local(warm, detectors, StageChain.for_files(config, catalog)))
         start = time.perf_counter()
-        analysed = sum(1 for _ in run_local(timed, detectors, tracking))
-        set_fps = _rate(analysed, time.perf_counter() - start)
-        label = "+".join(names) + (" +tracking" if tracking else "")
+        analysed = sum(1 for _ in run_local(timed, detectors, StageChain.for_files(config, catalog)))
+        set_fps = rate(analysed, time.perf_counter() - start)
+        label = "+".join(names) + (" +tracking" if config.tracking.enabled else "")
         print(f"{'set, side by side':<28}{set_fps:8.2f} frames/s  ({label}; load average "
               f"{os.getloadavg()[0]:.1f})")
     return 0
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
-def run_live_bench(args: argparse.Namespace) -> int:
-    """Live latency: 1 and N simultaneous streams played as live, frame arrival at the ingest
-    to its record on the WebSocket, with a random CLIP of the size asked for."""
-    import json
-    import socket
-    import threading
-
-    import httpx
-    from websockets.sync.client import connect
-
-    from media_ray.randomclip import write_random_clip
-
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    with tempfile.TemporaryDirectory(prefix="media-ray-live-bench-") as tmp:
-        tmp = Path(tmp)
-        video = args.video or str(make_bench_clip(tmp, args.seconds))
-        catalog = BrandCatalog.from_folder(write_catalog(tmp / "logos", numbered_brands(10)))
-        model_dir = write_random_clip(tmp / "clip", args.preset)
-        config = MediaRayConfig.load(args.config)
-        config.detectors["clip"] = {**config.params_for("clip"), "model": str(model_dir)}
-        config.http.port = free_port()
-        config.live.fps = args.fps
-        config.live.batch_size = 1
-        first = free_port()
-        config.live.rtmp_ports = (first, first)
-        config.placement.setdefault("clip", config.placement_for("clip").model_copy(
-            update={"max_batch_size": 8, "batch_wait_timeout_s": 0.05}))
-        print(f"video {video}, {args.fps:g} frames/s per stream, random CLIP {args.preset}, "
-              f"{len(catalog)} brands; latency = frame arrival at the ingest -> record on the WebSocket")
-
-        from actors.live_service import LiveService
-        from deployments.detectors import app_name
-
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        from ray import serve
-
-        with LiveService(config, catalog, ["clip"]) as service:
-            clip_app = serve.get_app_handle(app_name(config.ray.app_prefix, "clip"))
-            ws_base = service.url.replace("http://", "ws://")
-            for n in args.streams:
-                before = clip_app.stats.remote().result()
-                latencies: list[float] = []
-                lock = threading.Lock()
-                ids = [httpx.post(f"{service.url}/api/streams", json={"source": video, "name": f"s{i}"},
-                                  timeout=60).json()["id"] for i in range(n)]
-
-                def follow(sid: str) -> None:
-                    with connect(f"{ws_base}/ws/streams/{sid}", open_timeout=10) as ws:
-                        while True:
-                            try:
-                                record = json.loads(ws.recv(timeout=2.0))
-                            except TimeoutError:
-                                state = httpx.get(f"{service.url}/api/streams/{sid}", timeout=60).json()["state"]
-                                if state in ("ended", "failed"):
-                                    return
-                                continue
-                            with lock:
-                                latencies.append(time.time() - record["arrival"])
-
-                threads = [threading.Thread(target=follow, args=(sid,)) for sid in ids]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join(timeout=args.seconds * 4 + 120)
-                statuses = [httpx.get(f"{service.url}/api/streams/{sid}", timeout=60).json() for sid in ids]
-                after = clip_app.stats.remote().result()
-                calls = after["calls"] - before["calls"]
-                mean_batch = (after["frames"] - before["frames"]) / calls if calls else float("nan")
-                dropped = sum(s["frames_dropped"] for s in statuses)
-                analysed = sum(s["frames_analysed"] for s in statuses)
-                print(f"{n} stream(s): latency p50 {_percentile(latencies, 0.5):.2f} s, "
-                      f"p95 {_percentile(latencies, 0.95):.2f} s; {analysed} frames analysed, "
-                      f"{dropped} dropped; mean batch {mean_batch:.1f} frames per model call")
-                for sid in ids:
-                    httpx.delete(f"{service.url}/api/streams/{sid}", timeout=60)
-    return 0

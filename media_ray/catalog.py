@@ -53,6 +53,20 @@ def _read_rgba(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise CatalogError(f"cannot read brand image {path}")
+    return _as_rgba(img)
+
+
+def decode_brand_image(data: bytes) -> np.ndarray:
+    """A brand's reference image from the bytes of a PNG/JPEG/WebP file, as RGBA uint8, read
+    exactly as a catalogue folder's images are (grey, RGB, RGBA; 8 or 16 bits)."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise CatalogError("the image cannot be read (PNG, JPEG or WebP expected)")
+    return _as_rgba(img)
+
+
+def _as_rgba(img: np.ndarray) -> np.ndarray:
+    """An image as OpenCV decodes it (BGR order, any channel count, 8 or 16 bits) as RGBA uint8."""
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGRA)
     elif img.shape[2] == 3:
@@ -60,6 +74,11 @@ def _read_rgba(path: Path) -> np.ndarray:
     if img.dtype != np.uint8:  # 16-bit PNGs
         img = (img / 257).astype(np.uint8)
     return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+
+
+def parse_colour(value: str | None) -> tuple[int, int, int] | None:
+    """A brand's main colour from `RRGGBB` or `#RRGGBB` (None when empty)."""
+    return _hex_to_rgb(value)
 
 
 def _read_meta(folder: Path) -> dict[str, dict]:

@@ -15,32 +15,48 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from media_ray.detectors.clip import ClipParams
+from media_ray.detectors.ocr import OcrParams
+from media_ray.detectors.reference import ReferenceParams
+from media_ray.detectors.shape import ShapeParams
+from media_ray.detectors.visual import VisualParams
+from media_ray.live import LiveSourceConfig
 from media_ray.tracking import TrackingConfig
 
 
 class SamplingConfig(BaseModel):
+    """Which frames are analysed and how they are grouped."""
+
+    model_config = ConfigDict(extra="forbid")
+
     fps: float = Field(5.0, gt=0, description="frames analysed per second of video")
-    batch_size: int = Field(8, ge=1, description="frames per FrameBatch")
+    batch_size: int = Field(8, ge=1, description="frames per FrameBatch sent to the detectors")
     decode_threads: int = Field(0, ge=0, description="PyAV decoder threads; 0 lets FFmpeg choose")
 
 
 class PlacementConfig(BaseModel):
     """Where a detector deployment runs and how it batches; maps onto Ray Serve options."""
 
-    #: CPUs reserved for scheduling; compute threads are `threads`. Small by default, so that a
-    #: laptop's few CPUs hold every detector and the ingest; set it for real on a cluster
-    num_cpus: float = 0.1
-    num_gpus: float = 0.0
-    resources: dict[str, float] = Field(default_factory=dict)
-    replicas: int = Field(1, ge=1)
-    label_selector: dict[str, str] = Field(default_factory=dict)
-    fallback_strategy: list[dict[str, Any]] = Field(default_factory=list)
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(0.1, ge=0, description="CPUs reserved for scheduling (compute threads are "
+                            "`threads`); small by default, so that a laptop's few CPUs hold every "
+                            "detector and the ingest. Set it for real on a cluster")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per replica")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources "
+                                        "reserved per replica")
+    replicas: int = Field(1, ge=1, description="replicas of the deployment")
+    label_selector: dict[str, str] = Field(default_factory=dict, description="node labels a replica "
+                                           "must run on, e.g. {media-ray.io/tier: cloud}")
+    fallback_strategy: list[dict[str, Any]] = Field(default_factory=list, description="further label "
+                                                    "selectors tried in order when none matches")
     max_batch_size: int = Field(4, ge=1, description="FrameBatches per model call (@serve.batch)")
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
-    max_ongoing_requests: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0, description="how long a model call waits for more "
+                                        "FrameBatches to fill its batch")
+    max_ongoing_requests: int = Field(16, ge=1, description="requests a replica takes at once")
     threads: int = Field(0, ge=0, description="compute threads of a replica (torch, OpenCV); 0: all cores "
                                               "of its node. Lower it where many replicas share a node")
 
@@ -56,81 +72,160 @@ class PlacementConfig(BaseModel):
 
 
 class PipelineConfig(BaseModel):
-    max_in_flight: int = Field(4, ge=1, description="FrameBatches sent to detectors and not yet back")
-    ready_timeout_s: float = Field(180.0, gt=0, description="how long deployments may take to start")
+    """How a file's batches flow to the detectors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_in_flight: int = Field(4, ge=1, description="FrameBatches of a file sent to the detectors and "
+                               "not yet back")
+    ready_timeout_s: float = Field(180.0, gt=0, description="how long deployments and actors may take "
+                                   "to start before the run stops and says why")
+
+
+class MergeConfig(BaseModel):
+    """When two detections are one logo (found by two detectors), and only the better is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    same_logo_iou: float = Field(0.5, gt=0, le=1, description="two boxes of one label overlapping this "
+                                 "much (IoU) are one logo")
+    same_logo_inside: float = Field(0.8, gt=0, le=1, description="a box of one label lying this much "
+                                    "inside another (intersection over the smaller) is the same logo: "
+                                    "one detector's box may be loose where another's is tight")
 
 
 class ExposureConfig(BaseModel):
+    """How analysed frames become appearances."""
+
+    model_config = ConfigDict(extra="forbid")
+
     merge_gap_s: float = Field(0.5, ge=0, description="gaps shorter than this join two appearances")
     min_duration_s: float = Field(0.0, ge=0, description="shorter appearances are dropped")
 
 
 class StoreConfig(BaseModel):
-    kind: Literal["embedded", "redis"] = "embedded"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Where frame records and stream results are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["embedded", "redis"] = Field("embedded", description="`embedded`: an actor in the "
+                                               "cluster with bounded history; `redis`: Redis streams")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="the Redis server, with `kind: redis`")
     history: int = Field(100_000, ge=1, description="frame records kept per stream")
+    max_concurrent_calls: int = Field(1000, ge=1, description="calls the embedded store actor serves at "
+                                      "once; each WebSocket viewer waiting for records holds one")
 
 
 class HttpConfig(BaseModel):
-    host: str = "127.0.0.1"
-    port: int = 8000
-    #: base URL clients reach the app at, for links in the API (default http://host:port)
-    public_url: str | None = None
+    """The HTTP/WebSocket app of `media-ray serve`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="interface the HTTP proxy binds")
+    port: int = Field(8000, ge=1, le=65535, description="port of the HTTP proxy")
+    public_url: str | None = Field(None, description="base URL clients reach the app at, for links in "
+                                   "the API (default http://host:port)")
 
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
 
 
+def _live_sampling() -> SamplingConfig:
+    return SamplingConfig(fps=2.0, batch_size=2)
+
+
 class LiveConfig(BaseModel):
     """Streams analysed as they arrive (`media-ray serve`)."""
 
+    model_config = ConfigDict(extra="forbid")
+
+    sampling: SamplingConfig = Field(default_factory=_live_sampling, description="frames analysed per "
+                                     "second of a live stream (a stream may ask for its own fps) and "
+                                     "frames per FrameBatch")
+    max_in_flight: int = Field(2, ge=1, description="batches of one stream at the detectors; more wait in "
+                               "the stream's buffer, which drops the oldest")
+    queue_frames: int = Field(4, ge=1, description="frames waiting for the detectors before the oldest "
+                                                   "are dropped: the most a live stream lags by")
+    source: LiveSourceConfig = Field(default_factory=LiveSourceConfig, description="how pulled sources "
+                                     "are read and reconnected")
+    paced_schemes: list[str] = Field(default_factory=lambda: ["http", "https"], description="pulled "
+                                     "sources paced by their own timestamps, like `ffmpeg -re` (local "
+                                     "files always are; a live source paces itself)")
+    status_every_s: float = Field(1.0, gt=0, description="how often a running stream's status and report "
+                                  "are saved to the store")
     rtmp_host: str = Field("127.0.0.1", description="interface the RTMP listeners bind")
     rtmp_public_host: str | None = Field(None, description="host in publish URLs (default rtmp_host)")
     rtmp_ports: tuple[int, int] = Field((1935, 1954), description="first and last port for RTMP listeners, "
                                                                  "one per stream being published")
     hls_dir: str = Field("", description="where streams' HLS playback is written (default: a temp folder)")
-    hls_segment_s: float = Field(1.0, gt=0)
-    queue_frames: int = Field(4, ge=1, description="frames waiting for the detectors before the oldest "
-                                                   "are dropped: the most a live stream lags by")
-    fps: float = Field(2.0, gt=0, description="frames analysed per second of a live stream")
-    batch_size: int = Field(2, ge=1, description="frames per FrameBatch of a live stream")
-    max_in_flight: int = Field(2, ge=1, description="batches of one stream at the detectors; more "
-                               "wait in the stream's buffer, which drops the oldest")
+    hls_segment_s: float = Field(1.0, gt=0, description="length of an HLS playback segment")
     tiers: list[str] = Field(default_factory=list, description="tiers of the tiered detectors, in the "
                                                                "default order a stream takes them")
-    tiered_detectors: list[str] = Field(default_factory=lambda: ["clip"])
+    tiered_detectors: list[str] = Field(default_factory=lambda: ["clip"], description="detectors that "
+                                        "run once per tier, each placed on its tier's nodes")
     tier_label: str = Field("media-ray.io/tier", description="node label a tier's placement selects")
     detectors: list[str] | None = Field(None, description="detectors of a stream that names none "
                                                           "(default: the default set)")
+    ingest_concurrency: int = Field(100, ge=1, description="calls a stream's LiveIngest actor serves at "
+                                    "once (status, webcam frames, stop)")
+    registry_concurrency: int = Field(100, ge=1, description="calls the stream registry actor serves at once")
 
 
 class RayConfig(BaseModel):
-    address: str = "local"
-    namespace: str = "media-ray"
-    app_prefix: str = "media-ray"
+    """Which Ray to run on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field("local", description="`local` starts a Ray of this process; `auto` or "
+                         "ray://HEAD:10001 joins a cluster")
+    namespace: str = Field("media-ray", description="Ray namespace of media-ray's named actors")
+    app_prefix: str = Field("media-ray", description="prefix of the Serve application names")
     dashboard: bool = Field(False, description="start the Ray dashboard with a local Ray")
+
+
+class DetectorsConfig(BaseModel):
+    """Each detector's own parameters: what it looks for and how, never where it runs. A
+    detector of the user's own (named by import path `module:Class`) takes its parameters
+    here too, under that name, and validates them itself."""
+
+    model_config = ConfigDict(extra="allow")
+
+    reference: ReferenceParams = Field(default_factory=ReferenceParams,
+                                       description="keypoint matching of reference images")
+    shape: ShapeParams = Field(default_factory=ShapeParams, description="silhouettes of flat marks")
+    ocr: OcrParams = Field(default_factory=OcrParams, description="brand names read in the frame")
+    visual: VisualParams = Field(default_factory=VisualParams, description="per-frame visual signals")
+    clip: ClipParams = Field(default_factory=ClipParams, description="zero-shot CLIP")
+
+    def params_for(self, detector: str) -> dict[str, Any]:
+        """The parameters of one detector, as a mapping its `Params` validates."""
+        value = getattr(self, detector, None) if detector in type(self).model_fields else None
+        if isinstance(value, BaseModel):
+            return value.model_dump()
+        return dict((self.model_extra or {}).get(detector) or {})
 
 
 class MediaRayConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDIA_RAY_", env_nested_delimiter="__",
                                       extra="forbid")
 
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    #: detector names to run; None means the weight-free ones plus `clip` where its weights load
-    detector_set: list[str] | None = None
-    #: per-detector parameters, by detector name; each detector validates its own
-    detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    #: per-detector placement, by detector name; `default` applies to the rest
-    placement: dict[str, PlacementConfig] = Field(default_factory=dict)
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
-    exposure: ExposureConfig = Field(default_factory=ExposureConfig)
-    #: hysteresis over time for analysed files (live streams skip it: it holds frames back)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
-    http: HttpConfig = Field(default_factory=HttpConfig)
-    live: LiveConfig = Field(default_factory=LiveConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="frames analysed of a file")
+    detector_set: list[str] | None = Field(None, description="detector names to run; unset: the default "
+                                           "set (the weight-free ones, and `clip` where its weights load)")
+    detectors: DetectorsConfig = Field(default_factory=DetectorsConfig, description="each detector's "
+                                       "parameters, by detector name")
+    placement: dict[str, PlacementConfig] = Field(default_factory=dict, description="where each detector "
+                                                  "runs, by detector name (`clip@lan` for one tier, "
+                                                  "`ingest` for the ingest actors); `default` for the rest")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="flow of a file's batches")
+    merge: MergeConfig = Field(default_factory=MergeConfig, description="one detection per logo")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="hysteresis over time")
+    exposure: ExposureConfig = Field(default_factory=ExposureConfig, description="appearances and totals")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="where results are kept")
+    ray: RayConfig = Field(default_factory=RayConfig, description="which Ray to run on")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="the HTTP app of `media-ray serve`")
+    live: LiveConfig = Field(default_factory=LiveConfig, description="live streams")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
@@ -165,4 +260,4 @@ class MediaRayConfig(BaseSettings):
         return self.placement.get("default", PlacementConfig())
 
     def params_for(self, detector: str) -> dict[str, Any]:
-        return dict(self.detectors.get(detector, {}))
+        return self.detectors.params_for(detector)

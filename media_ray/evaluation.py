@@ -3,7 +3,7 @@
 A clip is `NAME.mp4` (any video suffix) with `NAME.gt.json` beside it, in the format that
 `make_clip.py` writes: per source frame, every logo's `brand`, `bbox_xyxy` (pixels, x1/y1
 exclusive), `visible_frac` and `distractor`. Each clip is analysed in this process (no Ray)
-by `run_local` with the temporal stage, its exposure aggregated as `media-ray analyze` does,
+by `run_local` through the same stage chain as `media-ray analyze` (tracking, exposure),
 and scored by these rules (those of the project's scoring instrument):
 
 - a logo is *required* when it is of the catalogue, at least half visible and at least 24 px
@@ -31,19 +31,16 @@ from pydantic import BaseModel
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig
 from media_ray.detectors import Detector, create, default_set
-from media_ray.exposure import ExposureAggregator
 from media_ray.model import FrameBatch
-from media_ray.model import iou as box_iou
-from media_ray.pipeline import run_local
-from media_ray.sources import batched, decode, probe
-from media_ray.tracking import TrackingConfig
+from media_ray.boxes import iou as box_iou
+from media_ray.chain import StageChain, file_batches, run_local
+from media_ray.sources import probe, videos_in
 
 log = logging.getLogger(__name__)
 
 MIN_SIDE_PX = 24
 MIN_VISIBLE = 0.5
 MATCH_IOU = 0.5
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".ts", ".m4v")
 
 
 class Counts(BaseModel):
@@ -161,7 +158,7 @@ def find_clips(paths: Iterable[str]) -> list[tuple[Path, Path]]:
     """(video, ground truth) pairs: clips named directly, or every clip in named folders."""
     out = []
     for p in map(Path, paths):
-        videos = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES) if p.is_dir() else [p]
+        videos = videos_in(p) if p.is_dir() else [p]
         for v in videos:
             gt = v.with_name(v.stem + ".gt.json")
             if gt.exists():
@@ -191,27 +188,23 @@ class _Timed:
 
 
 def evaluate_clip(video: Path, gt_path: Path, detectors: list[Detector], catalog: BrandCatalog,
-                  config: MediaRayConfig, tracking: TrackingConfig | None,
-                  out: Path | None = None) -> Counts:
-    """Analyse one clip in this process and score it; with `out`, keep its frames.jsonl and
-    report.json there."""
+                  config: MediaRayConfig, out: Path | None = None) -> Counts:
+    """Analyse one clip in this process, through the stage chain as `analyze` runs it, and
+    score it; with `out`, keep its frames.jsonl and report.json there."""
     from media_ray.output import AnalysisWriter
 
-    fps = config.sampling.fps
     info = probe(str(video))
-    batches = _Timed(batched(decode(str(video), fps, config.sampling.decode_threads), video.stem,
-                             config.sampling.batch_size))
-    aggregator = ExposureAggregator(catalog, fps, config.exposure)
+    batches = _Timed(file_batches(str(video), video.stem, config.sampling))
+    chain = StageChain.for_files(config, catalog)
     records = []
     writer = AnalysisWriter(out) if out is not None else None
     start = time.perf_counter()
-    for r in run_local(batches, detectors, tracking):
-        aggregator.add(r)
+    for r in run_local(batches, detectors, chain):
         records.append(r.record())
         if writer is not None:
             writer.write(r)
     elapsed = time.perf_counter() - start
-    report = aggregator.report(str(video), info.duration_s)
+    report = chain.report(str(video), info.duration_s)
     if writer is not None:
         writer.finish(report)
     counts = score(json.loads(gt_path.read_text()), records,
@@ -250,7 +243,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.detectors:
         names = [n.strip() for n in args.detectors.split(",") if n.strip()]
     else:
-        names, left_out = default_set(config.detectors)
+        names, left_out = default_set(config.params_for)
         for name, reason in left_out.items():
             print(f"note: {name} is not used: {reason}")
     detectors = [create(n, catalog, config.params_for(n)) for n in names]
@@ -260,8 +253,7 @@ def run_eval(args: argparse.Namespace) -> int:
     rows = []
     for video, gt in clips:
         out = Path(args.out) / video.stem if args.out else None
-        rows.append((video.stem, evaluate_clip(video, gt, detectors, catalog, config,
-                                               tracking if tracking.enabled else None, out)))
+        rows.append((video.stem, evaluate_clip(video, gt, detectors, catalog, config, out)))
     total = sum((c for _, c in rows), Counts())
     print(format_table(rows + ([("overall", total)] if len(rows) > 1 else [])))
     return 0

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from media_ray.boxes import union_area
 from media_ray.catalog import BrandCatalog
 from media_ray.config import ExposureConfig
-from media_ray.model import Box, FrameResult
+from media_ray.model import FrameResult
 
 
 class Appearance(BaseModel):
@@ -46,29 +47,6 @@ class _Sighting:
     t: float
     score: float
     share: float | None
-
-
-def union_area(boxes: list[Box], width: int, height: int) -> float:
-    """Area covered by a few axis-aligned boxes, clipped to the frame."""
-    clipped = [(max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
-               for x0, y0, x1, y1 in boxes]
-    clipped = [b for b in clipped if b[2] > b[0] and b[3] > b[1]]
-    xs = sorted({v for b in clipped for v in (b[0], b[2])})
-    area = 0.0
-    for xa, xb in zip(xs, xs[1:]):
-        spans = sorted((b[1], b[3]) for b in clipped if b[0] <= xa and b[2] >= xb)
-        covered, top, bottom = 0.0, None, None
-        for y0, y1 in spans:
-            if top is None or y0 > bottom:
-                if top is not None:
-                    covered += bottom - top
-                top, bottom = y0, y1
-            else:
-                bottom = max(bottom, y1)
-        if top is not None:
-            covered += bottom - top
-        area += covered * (xb - xa)
-    return area
 
 
 class ExposureAggregator:

@@ -36,7 +36,7 @@ class HlsWriter:
     stop the analysis. Not thread-safe: one producer thread.
     """
 
-    def __init__(self, out_dir: str | Path, segment_s: float = 2.0, list_size: int = 0):
+    def __init__(self, out_dir: str | Path, segment_s: float, list_size: int = 0):
         if segment_s <= 0:
             raise ValueError("segment_s must be positive")
         self.out_dir = Path(out_dir)

@@ -1,13 +1,12 @@
 """Live sources: one stream decoded in its own thread, sampled, and handed over through a bounded
-buffer that drops the oldest frames when the consumer falls behind.
+buffer that drops the oldest frames when the consumer falls behind (`media_ray.buffering`).
 
-A `LiveSource` opens its URI by the kind in `media_ray.sources.SOURCE_KINDS`:
+A `LiveSource` opens its URI by the kind in `media_ray.sources.SOURCE_KINDS`, and reports its
+state (`media_ray.streams.StreamState`) as it goes:
 
-- `rtmp://HOST:PORT/live/KEY`: media-ray is the server. An `RtmpPublishGate` holds HOST:PORT and
-  admits only a publisher whose stream name is KEY (FFmpeg's own listener merely warns about
-  another name, and would take the stream); the admitted connection is relayed to FFmpeg's
-  listener on a private loopback port. When the publisher disconnects the stream has `ended`;
-  a new publish needs a new LiveSource (with the same key if you like).
+- `rtmp://HOST:PORT/live/KEY`: media-ray is the server, and admits only a publisher of KEY
+  (`media_ray.rtmp`). When the publisher disconnects the stream has `ended`; a new publish
+  needs a new LiveSource (with the same key if you like).
 - pulled sources (`rtsp`, `http(s)` files and HLS playlists, `v4l2` devices): when one drops or
   cannot be opened the stream goes `reconnecting` and retries with `Backoff` until it comes back
   (`live` again) or `max_reconnects` consecutive tries have failed (`failed`). A finite source
@@ -26,520 +25,61 @@ same timeline.
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import math
-import random
-import select
-import socket
 import threading
 import time
-from collections import deque
-from enum import Enum
-from typing import Any, Callable
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import av
 from pydantic import BaseModel, Field
 
+from media_ray.buffering import Backoff, BackoffConfig, DropOldestBuffer
 from media_ray.hls import HlsWriter
-from media_ray.sources import (DecodedFrame, FrameSampler, SourceError, flush_decoder,
-                               open_source, source_kind)
+from media_ray.rtmp import RtmpPublishGate, free_loopback_port
+from media_ray.sources import DecodedFrame, FrameSampler, SourceError, flush_decoder, open_source, source_kind
+from media_ray.streams import StreamState
 
 log = logging.getLogger(__name__)
-
-
-class StreamState(str, Enum):
-    STARTING = "starting"
-    LIVE = "live"
-    RECONNECTING = "reconnecting"
-    ENDED = "ended"
-    FAILED = "failed"
-
 
 StateCallback = Callable[[StreamState, "str | None"], None]
 
 
-# ---------------------------------------------------------------------------------------------
-# Buffer and backoff
-
-
-class DropOldestBuffer:
-    """A bounded, thread-safe FIFO. `put` never blocks: when full, the oldest item is dropped
-    and counted in `dropped`. After `close()`, `put` is ignored and `get_batch` hands out what
-    is left, then empty lists without waiting."""
-
-    def __init__(self, capacity: int):
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self._items: deque = deque()
-        self._cond = threading.Condition()
-        self._dropped = 0
-        self._closed = False
-
-    def put(self, item: Any) -> None:
-        with self._cond:
-            if self._closed:
-                return
-            if len(self._items) >= self.capacity:
-                self._items.popleft()
-                self._dropped += 1
-            self._items.append(item)
-            self._cond.notify()
-
-    def get_batch(self, max_items: int, timeout_s: float | None = None) -> list:
-        """Up to `max_items` items, oldest first; waits up to `timeout_s` (None: without limit)
-        for the first one. Empty on timeout, or when closed and drained."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._items or self._closed, timeout_s)
-            n = min(max_items, len(self._items))
-            return [self._items.popleft() for _ in range(n)]
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def dropped(self) -> int:
-        with self._cond:
-            return self._dropped
-
-    @property
-    def closed(self) -> bool:
-        with self._cond:
-            return self._closed
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-
-class BackoffConfig(BaseModel):
-    initial_s: float = Field(0.5, gt=0, description="first delay before reconnecting")
-    factor: float = Field(2.0, ge=1, description="each further delay is this many times longer")
-    max_s: float = Field(30.0, gt=0, description="longest delay")
-    jitter: float = Field(0.1, ge=0, lt=1, description="delays vary by up to this fraction")
-
-
-class Backoff:
-    """Exponential delays: initial, initial*factor, ... capped at max_s, each varied by up to
-    +-jitter of itself (0: exact, for tests)."""
-
-    def __init__(self, initial_s: float = 0.5, factor: float = 2.0, max_s: float = 30.0,
-                 jitter: float = 0.0):
-        self.initial_s, self.factor, self.max_s, self.jitter = initial_s, factor, max_s, jitter
-        self._n = 0
-
-    @classmethod
-    def from_config(cls, c: BackoffConfig) -> "Backoff":
-        return cls(c.initial_s, c.factor, c.max_s, c.jitter)
-
-    def next_delay(self) -> float:
-        delay = min(self.max_s, self.initial_s * self.factor ** self._n)
-        self._n += 1
-        if self.jitter:
-            delay *= 1.0 + random.uniform(-self.jitter, self.jitter)
-        return delay
-
-    def reset(self) -> None:
-        self._n = 0
-
-
-# ---------------------------------------------------------------------------------------------
-# RTMP: admit only the issued stream key
-
-
-class _Incomplete(Exception):
-    """More bytes are needed."""
-
-
-class _ChunkStream:
-    __slots__ = ("length", "type", "extended", "remaining", "payload")
-
-    def __init__(self) -> None:
-        self.length = self.type = self.remaining = 0
-        self.extended = False
-        self.payload = bytearray()
-
-
-class RtmpPublishInspector:
-    """Follows the publisher's side of an RTMP connection (handshake, then chunks) up to its
-    `publish` command and compares the published stream name with the key.
-
-    `feed(data)` returns the bytes that may be passed on to the server now: everything up to
-    the last complete chunk, but never the chunk that completes `publish` before the verdict.
-    `verdict` is None until then, True for the key, False for another name or a malformed or
-    non-RTMP start (`reason` says which); after True everything passes unread.
-    """
-
-    HANDSHAKE = 1 + 1536 + 1536  # C0, C1, C2
-
-    def __init__(self, key: str, max_bytes: int = 1 << 20):
-        self._key = key.encode()
-        self._max_bytes = max_bytes
-        self._buf = bytearray()
-        self._pos = 0  # bytes of _buf read and complete
-        self._handshake_left = self.HANDSHAKE
-        self._seen = 0
-        self._chunk_size = 128
-        self._streams: dict[int, _ChunkStream] = {}
-        self.verdict: bool | None = None
-        self.name: str | None = None
-        self.reason: str | None = None
-
-    def feed(self, data: bytes) -> bytes:
-        if self.verdict is not None:
-            return data if self.verdict else b""
-        if self._seen == 0 and data and data[0] != 3:
-            return self._refuse(f"not a plain RTMP handshake (version {data[0]})")
-        self._seen += len(data)
-        if self._seen > self._max_bytes:
-            return self._refuse("no publish command")
-        self._buf += data
-        while self.verdict is None:
-            if self._handshake_left:
-                n = min(self._handshake_left, len(self._buf) - self._pos)
-                self._pos += n
-                self._handshake_left -= n
-                if self._handshake_left:
-                    break
-                continue
-            try:
-                self._read_chunk()
-            except _Incomplete:
-                break
-        if self.verdict is False:
-            self._buf.clear()
-            return b""
-        upto = len(self._buf) if self.verdict else self._pos
-        out = bytes(self._buf[:upto])
-        del self._buf[:upto]
-        self._pos -= min(self._pos, upto)
-        return out
-
-    def _refuse(self, reason: str) -> bytes:
-        self.verdict, self.reason = False, reason
-        self._buf.clear()
-        return b""
-
-    def _read_chunk(self) -> None:
-        b, p = self._buf, self._pos
-
-        def take(n: int) -> bytes:
-            nonlocal p
-            if p + n > len(b):
-                raise _Incomplete
-            p += n
-            return bytes(b[p - n:p])
-
-        first = take(1)[0]
-        fmt, csid = first >> 6, first & 0x3F
-        if csid == 0:
-            csid = 64 + take(1)[0]
-        elif csid == 1:
-            lo, hi = take(2)
-            csid = 64 + lo + (hi << 8)
-        st = self._streams.get(csid) or _ChunkStream()
-        length, mtype, extended = st.length, st.type, st.extended
-        if fmt <= 2:
-            extended = int.from_bytes(take(3), "big") == 0xFFFFFF
-        if fmt <= 1:
-            header = take(4)
-            length, mtype = int.from_bytes(header[:3], "big"), header[3]
-        if fmt == 0:
-            take(4)  # message stream id
-        if extended:
-            take(4)
-        remaining = st.remaining or length
-        body = take(min(self._chunk_size, remaining))
-        # the chunk is whole: commit it
-        if not st.remaining:
-            st.payload = bytearray()
-        st.payload += body
-        st.remaining = remaining - len(body)
-        st.length, st.type, st.extended = length, mtype, extended
-        self._streams[csid] = st
-        self._pos = p
-        if not st.remaining:
-            self._message(mtype, bytes(st.payload))
-
-    def _message(self, mtype: int, payload: bytes) -> None:
-        if mtype == 1 and len(payload) >= 4:  # Set Chunk Size
-            self._chunk_size = max(1, int.from_bytes(payload[:4], "big") & 0x7FFFFFFF)
-        elif mtype == 2 and len(payload) >= 4:  # Abort Message
-            st = self._streams.get(int.from_bytes(payload[:4], "big"))
-            if st:
-                st.remaining = 0
-        elif mtype in (17, 20):  # command, AMF3 (a leading format byte) or AMF0
-            self._command(payload[1:] if mtype == 17 else payload)
-
-    def _command(self, amf: bytes) -> None:
-        try:
-            name, p = _amf_string(amf, 0)
-            if name != "publish":
-                return
-            if amf[p] != 0x00:  # transaction id: a number
-                raise ValueError("no transaction id")
-            p += 9
-            if amf[p] not in (0x05, 0x06):  # command object: null or undefined
-                raise ValueError("unexpected command object")
-            stream, _ = _amf_string(amf, p + 1)
-        except (ValueError, IndexError) as e:
-            self._refuse(f"malformed publish command ({e})")
-            return
-        self.name = stream
-        if hmac.compare_digest(stream.encode(), self._key):
-            self.verdict = True
-        else:
-            self._refuse("unknown stream key")  # not logged: it may be another stream's
-
-
-def _amf_string(b: bytes, p: int) -> tuple[str, int]:
-    marker = b[p]
-    if marker == 0x02:
-        n, p = int.from_bytes(b[p + 1:p + 3], "big"), p + 3
-    elif marker == 0x0C:
-        n, p = int.from_bytes(b[p + 1:p + 5], "big"), p + 5
-    else:
-        raise ValueError(f"AMF marker {marker} is not a string")
-    if p + n > len(b):
-        raise ValueError("truncated string")
-    return b[p:p + n].decode("utf-8", "replace"), p + n
-
-
-class _Link:
-    """A publisher's connection and its relay to FFmpeg's listener."""
-
-    def __init__(self, client: socket.socket, upstream: socket.socket, key: str, deadline: float):
-        self.client, self.upstream = client, upstream
-        self.inspector = RtmpPublishInspector(key)
-        self.deadline = deadline
-        #: what went upstream before FFmpeg said anything, to send again if the listener
-        #: closed just as the connection arrived (its wait for the gate timed out)
-        self.unanswered: bytearray | None = bytearray()
-
-    def close(self) -> None:
-        _close(self.client, self.upstream)
-
-
-class RtmpPublishGate:
-    """Holds the public RTMP address and relays one admitted publisher to FFmpeg's listener.
-
-    Each connection is relayed to 127.0.0.1:`upstream_port` while its publisher's side is read
-    up to `publish`: another stream name, or no publish within `admit_timeout_s`, closes both
-    sides (the publisher sees its connection reset; FFmpeg's listener fails to open and is
-    started again), and the gate waits for the next connection. Connections that arrive while
-    a publisher is being relayed are closed at once. When the admitted publisher's connection
-    ends, the gate closes.
-    """
-
-    def __init__(self, host: str, port: int, key: str, upstream_port: int,
-                 admit_timeout_s: float = 10.0):
-        self.host, self.port, self.key = host, port, key
-        self.upstream_port = upstream_port
-        self.admit_timeout_s = admit_timeout_s
-        self.admitted = threading.Event()
-        self.refused = 0
-        self._stop = threading.Event()
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "RtmpPublishGate":
-        """Bind the public address now (an address in use raises OSError here) and serve."""
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-            sock.listen(4)
-        except OSError:
-            sock.close()
-            raise
-        self._sock = sock
-        self._thread = threading.Thread(target=self._serve, name=f"rtmp-gate:{self.port}",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def close(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
-
-    @property
-    def closed(self) -> bool:
-        return self._thread is not None and not self._thread.is_alive()
-
-    def _serve(self) -> None:
-        link: _Link | None = None
-        try:
-            while not self._stop.is_set():
-                socks = [self._sock] + ([link.client, link.upstream] if link else [])
-                readable, _, _ = select.select(socks, [], [], 0.2)
-                if link and link.inspector.verdict is None and time.monotonic() > link.deadline:
-                    self._refuse(link, f"no publish within {self.admit_timeout_s:g} s")
-                    link = None
-                    continue
-                if self._sock in readable:
-                    conn, addr = self._sock.accept()
-                    if link:
-                        log.info("rtmp %s: closing a second connection from %s while one is "
-                                 "relayed", self.port, addr[0])
-                        conn.close()
-                        continue
-                    deadline = time.monotonic() + self.admit_timeout_s
-                    upstream = self._connect(deadline)
-                    if upstream is None:
-                        conn.close()
-                    else:
-                        link = _Link(conn, upstream, self.key, deadline)
-                    continue
-                if link and not self._pump(link, readable):
-                    link.close()
-                    if link.inspector.verdict:
-                        log.info("rtmp %s: the publisher disconnected", self.port)
-                        return
-                    if link.inspector.verdict is False:
-                        self._refuse(link, link.inspector.reason or "refused")
-                    link = None
-        except OSError as e:
-            if not self._stop.is_set():
-                log.warning("rtmp %s: gate stopped: %s", self.port, e)
-        finally:
-            if link:
-                link.close()
-            self._sock.close()
-
-    def _connect(self, deadline: float) -> socket.socket | None:
-        # FFmpeg's listener may be starting again (after a refused publisher, or after its wait
-        # for the gate timed out): retry until the deadline
-        while not self._stop.is_set():
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=1.0)
-                upstream.settimeout(None)
-                return upstream
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-        log.warning("rtmp %s: FFmpeg's listener did not answer; closing the publisher", self.port)
-        return None
-
-    def _pump(self, link: _Link, readable) -> bool:
-        """Move what is readable across the link; False when it is over."""
-        for s in readable:
-            try:
-                data = s.recv(65536)
-            except OSError:
-                data = b""
-            if s is link.upstream and not data and link.unanswered is not None:
-                if self._reconnect(link):
-                    continue
-            if not data:
-                return False
-            try:
-                if s is link.client:
-                    was = link.inspector.verdict
-                    out = link.inspector.feed(data)
-                    if link.inspector.verdict is False:
-                        return False
-                    if link.inspector.verdict and not was:
-                        log.info("rtmp %s: publisher admitted", self.port)
-                        self.admitted.set()
-                    if out:
-                        self._send_upstream(link, out)
-                else:
-                    link.unanswered = None
-                    link.client.sendall(data)
-            except OSError:
-                return False
-        return True
-
-    def _send_upstream(self, link: _Link, data: bytes) -> None:
-        if link.unanswered is None:
-            link.upstream.sendall(data)
-            return
-        link.unanswered += data
-        try:
-            link.upstream.sendall(data)
-        except OSError:
-            if not self._reconnect(link):
-                raise
-
-    def _reconnect(self, link: _Link) -> bool:
-        """FFmpeg's listener closed without answering: connect again and repeat what was sent."""
-        _close(link.upstream)
-        upstream = self._connect(link.deadline)
-        if upstream is None:
-            return False
-        try:
-            upstream.sendall(link.unanswered)
-        except OSError:
-            _close(upstream)
-            return False
-        link.upstream = upstream
-        return True
-
-    def _refuse(self, link: _Link, reason: str) -> None:
-        link.close()
-        self.refused += 1
-        log.warning("rtmp %s: refused a publisher: %s", self.port, reason)
-
-
-def _close(*socks: socket.socket) -> None:
-    for s in socks:
-        try:
-            s.close()
-        except OSError:
-            pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---------------------------------------------------------------------------------------------
-# The live source
-
-
 class LiveSourceConfig(BaseModel):
-    """How a live stream is read."""
+    """How a live stream is read. A server sets `fps`, `buffer_size` and `realtime` per stream (from
+    the stream's fps, `live.queue_frames` and `live.paced_schemes`)."""
 
     fps: float = Field(2.0, gt=0, description="frames analysed per second of stream time")
-    buffer_size: int = Field(8, ge=1, description="decoded frames waiting for the consumer; when "
-                                                  "full, the oldest is dropped and counted")
-    open_timeout_s: float = Field(10.0, gt=0, description="how long opening a pulled source may "
-                                  "take, and how long an RTMP publisher has to announce its stream")
-    read_timeout_s: float = Field(10.0, gt=0, description="a read that waits longer is a dropped "
-                                  "source; keep it above the segment length of HLS sources")
-    max_reconnects: int = Field(0, ge=0, description="failed reconnects in a row before the stream "
-                                                     "fails; 0 retries forever")
-    backoff: BackoffConfig = Field(default_factory=BackoffConfig)
-    realtime: bool = Field(False, description="pace finite sources (files, local or over http, VOD "
-                           "playlists) by presentation time, as if live (like ffmpeg -re); live "
-                           "sources are paced by their producer and are never held back")
+    buffer_size: int = Field(8, ge=1, description="decoded frames waiting for the consumer; when full, "
+                             "the oldest is dropped and counted")
+    open_timeout_s: float = Field(10.0, gt=0, description="how long opening a pulled source may take, and "
+                                  "how long an RTMP publisher has to announce its stream")
+    read_timeout_s: float = Field(10.0, gt=0, description="a read that waits longer is a dropped source; "
+                                  "keep it above the segment length of HLS sources")
+    max_reconnects: int = Field(0, ge=0, description="failed reconnects in a row before the stream fails; "
+                                "0 retries forever")
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig, description="waits between reconnects")
+    realtime: bool = Field(False, description="pace finite sources (local or http files, VOD playlists) by "
+                           "presentation time, like ffmpeg -re; live sources are never held back")
     decode_threads: int = Field(0, ge=0, description="PyAV decoder threads; 0 lets FFmpeg choose")
-
-
-#: after a reconnect, a source that replays (HLS) continues the same timeline when its first
-#: timestamp is up to this far behind the last one seen (FFmpeg rejoins a live playlist three
-#: segments back); any source continues it from up to a second behind ...
-_REJOIN_BEHIND_S = 60.0
-#: ... to the outage's length plus this far ahead of it
-_REJOIN_AHEAD_S = 30.0
-#: how long FFmpeg's RTMP listener waits for the gate before it is restarted, so a stop is seen
-_LISTEN_POLL_S = 1
-#: a session starts at a keyframe; where a codec never marks one, start after this many packets
-_KEYFRAME_WAIT_PACKETS = 600
+    rejoin_behind_s: float = Field(60.0, ge=0, description="after a reconnect, an http(s) source (HLS) "
+                                   "continues its timeline if it starts up to this many seconds behind where "
+                                   "it was (FFmpeg rejoins a live playlist 3 segments back; others: 1 s)")
+    rejoin_ahead_s: float = Field(30.0, ge=0, description="after a reconnect, a source also continues the "
+                                  "same timeline if it starts up to the outage's length plus this many "
+                                  "seconds ahead; beyond, t goes on from the last frame (a new timeline)")
+    listen_poll_s: int = Field(1, ge=1, description="RTMP: seconds FFmpeg's listener waits for the gate to "
+                               "relay a publisher before it is started again, so that a stop is seen")
+    keyframe_wait_packets: int = Field(600, ge=0, description="each connection starts at a keyframe; where "
+                                       "a codec never marks one, it starts after this many packets")
 
 
 class _StreamClock:
     """Maps each connection's presentation times onto the stream time t (see the module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rejoin_behind_s: float, rejoin_ahead_s: float) -> None:
+        self.rejoin_behind_s, self.rejoin_ahead_s = rejoin_behind_s, rejoin_ahead_s
         self.shift: float | None = None  # t = source time + shift
         self.last_t = -math.inf
         self.last_source: float | None = None
@@ -555,7 +95,8 @@ class _StreamClock:
         if finite:  # the same file again
             behind = ahead = math.inf
         else:
-            behind, ahead = (_REJOIN_BEHIND_S if replays else 1.0), outage + _REJOIN_AHEAD_S
+            behind = self.rejoin_behind_s if replays else 1.0
+            ahead = outage + self.rejoin_ahead_s
         if self.last_source - behind <= first_source_s <= self.last_source + ahead:
             return (replays or finite) and first_source_s <= self.last_source
         self.shift = self.last_t + max(outage, 1e-3) - first_source_s
@@ -606,7 +147,7 @@ class LiveSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._gate: RtmpPublishGate | None = None
-        self._clock = _StreamClock()
+        self._clock = _StreamClock(self.config.rejoin_behind_s, self.config.rejoin_ahead_s)
         self._sampler: FrameSampler | None = None
         self._index = -1
         self._live_in_session = False
@@ -620,14 +161,13 @@ class LiveSource:
             self.name = uri[:len(uri) - len(self.key)] + "***"
 
     # -- control ----------------------------------------------------------------------------
-
-    def start(self) -> "LiveSource":
+    def start(self) -> LiveSource:
         """Start reading. For RTMP the public port is bound here (OSError if it is taken)."""
         if self._thread is not None:
             raise RuntimeError("a LiveSource starts once")
         if self.kind.listens:
             u = urlparse(self.uri)
-            port = _free_port()
+            port = free_loopback_port()
             self._upstream = f"rtmp://127.0.0.1:{port}{u.path}"
             self._gate = RtmpPublishGate(u.hostname, u.port, self.key, port,
                                          self.config.open_timeout_s).start()
@@ -657,14 +197,13 @@ class LiveSource:
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
-    def __enter__(self) -> "LiveSource":
+    def __enter__(self) -> LiveSource:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
     # -- status -----------------------------------------------------------------------------
-
     @property
     def state(self) -> StreamState:
         with self._lock:
@@ -700,7 +239,6 @@ class LiveSource:
                 log.exception("%s: the state callback failed", self.name)
 
     # -- the thread -------------------------------------------------------------------------
-
     def _run(self) -> None:
         self._notify(StreamState.STARTING, None)
         try:
@@ -730,12 +268,9 @@ class LiveSource:
             if end.how == "fatal":
                 return StreamState.FAILED, end.reason
             if self.kind.listens:
-                if self._gate.admitted.is_set():
-                    if end.how == "unopened":
-                        return StreamState.FAILED, end.reason
-                    return StreamState.ENDED, "publisher disconnected"
-                if self._gate.closed:
-                    return StreamState.FAILED, "the RTMP listener closed"
+                final = self._listener_final(end)
+                if final is not None:
+                    return final
                 self._stop.wait(0.05)  # no publisher yet, or a refused one: listen again
                 continue
             if end.how == "finished" or not self.kind.reconnects:
@@ -753,14 +288,23 @@ class LiveSource:
             if self._stop.wait(backoff.next_delay()):
                 return StreamState.ENDED, "stopped"
 
+    def _listener_final(self, end: _End) -> tuple[StreamState, str | None] | None:
+        """An RTMP session ended: the stream's final state, or None to listen again."""
+        if self._gate.admitted.is_set():
+            if end.how == "unopened":
+                return StreamState.FAILED, end.reason
+            return StreamState.ENDED, "publisher disconnected"
+        if self._gate.closed:
+            return StreamState.FAILED, "the RTMP listener closed"
+        return None
+
     def _open(self):
         cfg = self.config
         if self.kind.listens:
-            # FFmpeg's listener waits _LISTEN_POLL_S for the gate, then the loop checks for a stop
-            return open_source(self._upstream, {"timeout": str(_LISTEN_POLL_S)},
+            # FFmpeg's listener waits listen_poll_s for the gate, then the loop checks for a stop
+            return open_source(self._upstream, {"timeout": str(cfg.listen_poll_s)},
                                timeout=(None, cfg.read_timeout_s))
-        return open_source(self.uri, self.kind.live_options,
-                           timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
+        return open_source(self.uri, self.kind.live_options, timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
 
     def _session(self) -> None:
         """One connection to the source; returns when it finished, raises _End otherwise."""
@@ -817,13 +361,9 @@ class LiveSource:
                 ts = packet.pts if packet.pts is not None else packet.dts
                 if not started:
                     waited += 1
-                    if ts is None or not (packet.is_keyframe or waited > _KEYFRAME_WAIT_PACKETS):
+                    started = self._begin_at(packet, ts, waited, vs, finite)
+                    if not started:
                         continue
-                    started = True
-                    replay = self._clock.begin_session(float(ts * packet.time_base),
-                                                       self.kind.replays, finite)
-                    if self._hls is not None:
-                        self._hls.begin(vs, replay=replay)
                 if paced and ts is not None:
                     pace = self._pace(float((packet.dts if packet.dts is not None else ts)
                                             * packet.time_base), pace)
@@ -833,17 +373,35 @@ class LiveSource:
         except _End:
             raise
         except (av.error.FFmpegError, OSError) as e:
-            # a dropped network stream, or the publisher gone: keep what the decoder holds
-            self._flush(vs, rate)
-            if self.kind.is_file:
-                raise _End("fatal", f"read error: {e}") from None
-            if self.kind.listens:
-                raise _End("finished") from None
-            raise _End("dropped", _describe(e)) from None
+            raise self._read_failed(e, vs, rate) from None
         if not (finite or self.kind.is_file or self.kind.listens):
             # a live source never ends by itself: an end of input is a drop (FFmpeg's HLS
             # reader ends this way when the server goes away); reconnecting tells which
             raise _End("dropped", "the source stopped sending")
+
+    def _begin_at(self, packet, ts, waited: int, vs, finite: bool) -> bool:
+        """Whether the session starts at this packet (the `waited`th): a keyframe with a timestamp, or
+        any packet with one after `keyframe_wait_packets`. If so the clock and the HLS copy begin."""
+        if ts is None or not (packet.is_keyframe or waited > self.config.keyframe_wait_packets):
+            return False
+        replay = self._clock.begin_session(float(ts * packet.time_base), self.kind.replays, finite)
+        if self._hls is not None:
+            self._hls.begin(vs, replay=replay)
+        return True
+
+    def _read_failed(self, e: Exception, vs, rate) -> _End:
+        """A read failed (a dropped network stream, or the publisher gone): keep what the
+        decoder holds, and say how the session ended."""
+        try:
+            for frame in flush_decoder(vs):
+                self._emit(frame, rate)
+        except (av.error.FFmpegError, ValueError):
+            pass
+        if self.kind.is_file:
+            return _End("fatal", f"read error: {e}")
+        if self.kind.listens:
+            return _End("finished")
+        return _End("dropped", _describe(e))
 
     def _pace(self, source_s: float, pace):
         if pace is None:
@@ -852,13 +410,6 @@ class LiveSource:
         if ahead > 0 and self._stop.wait(ahead):
             raise _End("stopped")
         return pace
-
-    def _flush(self, vs, rate) -> None:
-        try:
-            for frame in flush_decoder(vs):
-                self._emit(frame, rate)
-        except (av.error.FFmpegError, ValueError):
-            pass
 
     def _decode(self, packet, vs, rate) -> None:
         try:
@@ -889,11 +440,11 @@ class LiveSource:
             self._set_state(StreamState.LIVE)
         if self._sampler.keep(t):
             self.frames += 1
-            self.buffer.put(DecodedFrame(t=t, index=self._index,
-                                         rgb=frame.to_ndarray(format="rgb24"),
+            self.buffer.put(DecodedFrame(t=t, index=self._index, rgb=frame.to_ndarray(format="rgb24"),
                                          arrival=time.time()))
             log.debug("%s: frame %d at t=%.3f", self.name, self._index, t)
 
 
 def _describe(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e)
+

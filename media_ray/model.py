@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from media_ray.boxes import Box
+
 
 @dataclass(frozen=True)
 class FrameBatch:
@@ -47,32 +49,12 @@ class FrameBatch:
     @classmethod
     def stack(cls, stream_id: str, seq: int, frames: list[np.ndarray], times: list[float],
               indices: list[int], arrival: list[float] | None = None,
-              catalog_version: str = "") -> "FrameBatch":
+              catalog_version: str = "") -> FrameBatch:
         return cls(stream_id=stream_id, seq=seq, frames=np.stack(frames),
                    times=np.asarray(times, dtype=np.float64),
                    indices=np.asarray(indices, dtype=np.int64),
                    arrival=np.asarray(arrival if arrival is not None else [], dtype=np.float64),
                    catalog_version=catalog_version)
-
-
-Box = tuple[float, float, float, float]
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two x0, y0, x1, y1 boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def containment(a: Box, b: Box) -> float:
-    """Intersection over the smaller box's area: 1 when one box holds the other."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return ix * iy / small if small > 0 else 0.0
 
 
 class Detection(BaseModel):
@@ -120,7 +102,7 @@ class FrameResult(BaseModel):
             ],
         }
 
-    def merge(self, other: "FrameResult") -> "FrameResult":
+    def merge(self, other: FrameResult) -> FrameResult:
         """This frame's result with another detector's findings for the same frame added."""
         return self.model_copy(update={
             "detections": self.detections + other.detections,

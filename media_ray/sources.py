@@ -5,8 +5,8 @@ playlists alike; FFmpeg follows the playlist), `rtsp://`, `rtmp://HOST:PORT/live
 listens for a publisher), or a capture device (`v4l2:///dev/video0`, or a plain `/dev/videoN`
 path). The scheme picks a `SourceKind` from a table, which holds the FFmpeg options for it.
 Frames are sampled at a chosen rate by presentation time and converted to RGB once; models that
-want other sizes make their own copies. Live sources (reconnection, RTMP key checks, HLS
-playback) build on this in `media_ray.live`.
+want other sizes make their own copies. Live sources (reconnection, HLS playback) build on this
+in `media_ray.live`, and RTMP stream-key checks in `media_ray.rtmp`.
 """
 from __future__ import annotations
 
@@ -266,3 +266,12 @@ def batched(frames: Iterable[DecodedFrame], stream_id: str, batch_size: int) -> 
 def _stack(stream_id: str, seq: int, frames: list[DecodedFrame]) -> FrameBatch:
     return FrameBatch.stack(stream_id, seq, [f.rgb for f in frames], [f.t for f in frames],
                             [f.index for f in frames], [f.arrival for f in frames])
+
+
+#: what a folder of recordings is taken to hold (`analyze FOLDER`, `eval FOLDER`)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".ts", ".m4v", ".flv", ".mpg", ".mpeg")
+
+
+def videos_in(folder: str | Path) -> list[Path]:
+    """The videos of a folder, by suffix (`VIDEO_SUFFIXES`), in name order."""
+    return sorted(f for f in Path(folder).iterdir() if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)

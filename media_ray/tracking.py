@@ -34,6 +34,9 @@ class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="run the temporal stage at all")
+    live: bool = Field(False, description="run it on live streams too; it holds `delay` analysed frames "
+                                          "back (1.5 s at 2 frames/s with the defaults) before a viewer "
+                                          "sees them, so live results are otherwise untracked")
     confirm_hits: int = Field(
         2, ge=1, description="hits a track needs before any of its detections is reported; "
                              "1 reports every detection")

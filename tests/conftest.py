@@ -68,10 +68,11 @@ class LiveApp:
         self.config = service.config
 
 
-def start_live_app(sample, store: dict | None = None, detectors=("reference",), **live):
+def start_live_app(sample, store: dict | None = None, detectors=("reference",), tracking: dict | None = None,
+                   **live):
     from ray import serve
 
-    from actors.live_service import LiveService
+    from media_ray.app.live_service import LiveService
     from media_ray.catalog import BrandCatalog
     from media_ray.config import MediaRayConfig
 
@@ -80,7 +81,8 @@ def start_live_app(sample, store: dict | None = None, detectors=("reference",), 
     rtmp = free_port()
     config = MediaRayConfig(
         http={"host": "127.0.0.1", "port": port},
-        live={"fps": 5, "batch_size": 2, "rtmp_ports": (rtmp, rtmp + 3), **live},
+        live={"sampling": {"fps": 5, "batch_size": 2}, "rtmp_ports": (rtmp, rtmp + 3), **live},
+        tracking=tracking or {},
         store=store or {}, placement={"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
         ray={"namespace": "media-ray-tests", "app_prefix": f"live{port}"})
     catalog = BrandCatalog.from_folder(sample["logos"])

@@ -19,9 +19,9 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray import serve  # noqa: E402
 
-from actors.live_service import LiveService  # noqa: E402
+from media_ray.app.live_service import LiveService  # noqa: E402
 from conftest import free_port  # noqa: E402
-from deployments.detectors import app_name  # noqa: E402
+from media_ray.topology import app_name  # noqa: E402
 from media_ray.catalog import BrandCatalog  # noqa: E402
 from media_ray.config import MediaRayConfig  # noqa: E402
 

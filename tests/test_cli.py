@@ -10,11 +10,11 @@ import sys
 import av
 import numpy as np
 import pytest
-from media_ray.model import iou
+from media_ray.boxes import iou
 
 
 def media_ray(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "media_ray.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "media_ray.app.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout)
 
 

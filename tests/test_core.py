@@ -12,7 +12,8 @@ import pytest
 from media_ray.catalog import BrandCatalog, CatalogError
 from media_ray.config import MediaRayConfig
 from media_ray.detectors import DetectorError, create, detector_class
-from media_ray.exposure import ExposureAggregator, union_area
+from media_ray.boxes import union_area
+from media_ray.exposure import ExposureAggregator
 from media_ray.config import ExposureConfig
 from media_ray.model import Detection, FrameResult
 from media_ray.sources import SourceError, batched, decode, probe

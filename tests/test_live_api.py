@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 from websockets.sync.client import connect
-from media_ray.model import iou
+from media_ray.boxes import iou
 
 
 FFMPEG = shutil.which("ffmpeg")

@@ -21,11 +21,13 @@ import av
 import numpy as np
 import pytest
 
+from media_ray.buffering import Backoff, BackoffConfig, DropOldestBuffer
 from media_ray.hls import HlsWriter
-from media_ray.live import (Backoff, BackoffConfig, DropOldestBuffer, LiveSource, LiveSourceConfig,
-                            RtmpPublishGate, RtmpPublishInspector, StreamState)
+from media_ray.live import LiveSource, LiveSourceConfig
+from media_ray.rtmp import RtmpPublishGate, RtmpPublishInspector
 from media_ray.samples import write_sample
 from media_ray.sources import SOURCE_KINDS, source_kind
+from media_ray.streams import StreamState
 
 pytestmark = [
     pytest.mark.timeout(90),

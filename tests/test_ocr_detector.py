@@ -12,7 +12,7 @@ pytest.importorskip("rapidocr_onnxruntime")
 from media_ray.catalog import BrandCatalog  # noqa: E402
 from media_ray.detectors import create, default_set, detector_class, parse_params  # noqa: E402
 from media_ray.model import FrameBatch  # noqa: E402
-from media_ray.model import iou  # noqa: E402
+from media_ray.boxes import iou  # noqa: E402
 
 W, H = 1280, 720
 FONT = cv2.FONT_HERSHEY_DUPLEX

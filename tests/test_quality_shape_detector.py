@@ -10,7 +10,7 @@ import pytest
 from media_ray.catalog import BrandCatalog
 from media_ray.detectors import create
 from media_ray.model import FrameBatch
-from media_ray.model import iou
+from media_ray.boxes import iou
 from scenes import paste
 
 W, H = 1280, 720

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from ray import serve
 
-from actors.runtime import DeploymentTimeout, MediaRayRuntime
+from media_ray.app.runtime import DeploymentTimeout, MediaRayRuntime
 from actors.stream_ingest import StreamIngest
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig

@@ -24,12 +24,24 @@ const TIME_EPSILON = 1e-3;
 
 const $ = (id) => document.getElementById(id);
 
+// The stream states, as the API's OpenAPI schema lists them (its StreamState enum): filled
+// at start, before any stream is shown; STATES.ENDED is "ended", and so on.
+const STATES = {};
+
+async function loadStates() {
+  const schema = await (await fetch("/openapi.json")).json();
+  for (const value of schema.components.schemas.StreamState.enum) STATES[value.toUpperCase()] = value;
+  mediaRay.states = Object.values(STATES);
+}
+
 const mediaRay = {
   selected: null,      // id of the stream being played
   state: null,         // its state
   playback: null,      // "hls.js" | "native" | null
   currentTime: 0,      // media time of the last drawn frame (seconds; records' t scale)
   drawnBoxes: [],      // [{label, score, box, t}] drawn over that frame, box in source pixels
+  sourceSize: null,    // [width, height] of the analysed frames, from the stream's status
+  states: [],          // the stream states the API's schema names
   records: 0,          // frame records received for the selected stream
   lastRecordT: null,
   draws: 0,
@@ -269,7 +281,10 @@ function drawCurrent(time) {
   const fps = (current.status && current.status.fps) || null;
   const interval = fps ? 1 / fps : current.timeline.interval() || 1 / DEFAULT_FPS;
   const record = current.timeline.at(time, HOLD_INTERVALS * interval);
-  const size = record && record.width && record.height ? [record.width, record.height] : null;
+  // boxes are in the pixels of the analysed frames, which the stream's status gives
+  const st = current.status;
+  const size = st && st.frame_width && st.frame_height ? [st.frame_width, st.frame_height] : null;
+  mediaRay.sourceSize = size;
   mediaRay.drawnBoxes = drawBoxes(overlay, video, record ? record.detections : [], size, record ? record.t : null);
   mediaRay.currentTime = time;
   mediaRay.draws += 1;
@@ -294,7 +309,7 @@ function follow(c) {
 }
 
 function isFinished(status) {
-  return status && (status.state === "ended" || status.state === "failed");
+  return Boolean(status) && (status.state === STATES.ENDED || status.state === STATES.FAILED);
 }
 
 function listDetections(record) {
@@ -653,6 +668,10 @@ $("camera-button").addEventListener("click", () => (camera ? stopCamera() : star
 
 // ---- start -----------------------------------------------------------------------------------
 
-refreshBrands();
-refreshStreams();
-setInterval(refreshStreams, STATUS_POLL_MS);
+loadStates()
+  .catch((error) => mediaRay.errors.push(`stream states: ${error.message}`))
+  .then(() => {
+    refreshBrands();
+    refreshStreams();
+    setInterval(refreshStreams, STATUS_POLL_MS);
+  });

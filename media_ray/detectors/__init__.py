@@ -3,18 +3,25 @@
 They are chosen by name from `DETECTORS`, a table of import paths, so that naming a detector
 never imports the heavy libraries of the others (torch for `clip`). Adding a detector is adding
 a module with a `Detector` subclass and a line in the table.
+
+A detector that looks at one frame at a time implements `detect_frame`, which returns what it
+`Found` there; the base class's `detect` runs it over a batch and turns the findings into
+`Detection`s. One that works on a whole batch at once overrides `detect` and builds its
+detections with `Detector.detection`, as `detect` does: score clamped to 0..1, box clipped to
+the frame, the detector's name written in.
 """
 from __future__ import annotations
 
 import importlib
 import logging
-from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from media_ray.boxes import Box, clip_box
 from media_ray.catalog import BrandCatalog
-from media_ray.model import FrameBatch, FrameResult
+from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +34,20 @@ class DetectorParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Detector(ABC):
-    """Finds labels in frames. Instances load their models once and are reused for every batch."""
+class Found(NamedTuple):
+    """What a detector found in one frame, before it becomes a `Detection`."""
+
+    label: str
+    score: float  # clamped to 0..1 by `Detector.detection`
+    box: Box | None = None  # source pixels, clipped to the frame by `Detector.detection`
+
+
+class Detector:
+    """Finds labels in frames. Instances load their models once and are reused for every batch.
+
+    Subclasses implement `detect_frame` (one frame at a time) or override `detect` (a whole
+    batch at once).
+    """
 
     #: the registry name, written into each Detection's `detector` field
     name: ClassVar[str]
@@ -42,9 +61,24 @@ class Detector(ABC):
         self.catalog = catalog
         self.params = params if params is not None else self.Params()
 
-    @abstractmethod
     def detect(self, batch: FrameBatch) -> list[FrameResult]:
-        """One result per frame of the batch, in the batch's order."""
+        """One result per frame of the batch, in the batch's order: `detect_frame`'s findings
+        in each frame, as detections."""
+        results = empty_results(batch)
+        for rgb, result in zip(batch.frames, results):
+            result.detections = [self.detection(f.label, f.score, f.box, batch.size)
+                                 for f in self.detect_frame(rgb)]
+        return results
+
+    def detect_frame(self, rgb: np.ndarray) -> list[Found]:
+        """What is found in one uint8 RGB frame (H, W, 3), boxes in its pixels."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither detect nor detect_frame")
+
+    def detection(self, label: str, score: float, box: Box | None, size: tuple[int, int]) -> Detection:
+        """A detection of this detector: `score` clamped to 0..1, `box` clipped to a frame of
+        `size` (width, height)."""
+        return Detection(label=label, score=float(min(max(score, 0.0), 1.0)),
+                         box=None if box is None else clip_box(box, *size), detector=self.name)
 
     def set_catalog(self, catalog: BrandCatalog) -> None:
         """Look for a new set of brands from now on (derived features are rebuilt)."""
@@ -131,7 +165,8 @@ def default_set(params_by_name: dict[str, dict[str, Any]]) -> tuple[list[str], d
         cls = detector_class(name)
         if not cls.in_default_set:
             continue
-        reason = cls.unavailable_reason(parse_params(name, params_by_name.get(name))) if cls.needs_weights else None
+        reason = (cls.unavailable_reason(parse_params(name, params_by_name.get(name)))
+                  if cls.needs_weights else None)
         if reason is None:
             chosen.append(name)
         else:

@@ -28,30 +28,23 @@ model, device and dtype.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
-import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
-import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
 from media_ray.catalog import BrandCatalog
-from media_ray.detectors import Detector, DetectorError, DetectorParams
-from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
+from media_ray.detectors import Detector, DetectorParams
+from media_ray.detectors.clip_crops import EXEMPLAR_BACKGROUNDS, crop_boxes, fit_image, render_exemplar
+from media_ray.detectors.clip_model import DEFAULT_MODEL, load_clip, model_reason, pooled
+from media_ray.model import FrameBatch, FrameResult, empty_results
+
+__all__ = ["ClipDetector", "ClipParams", "DEFAULT_MODEL", "crop_boxes", "fit_image", "load_clip",
+           "render_exemplar"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-#: OpenAI CLIP's image normalisation, used when the model folder has no preprocessor_config.json
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_TEMPLATES = [
     "the {name} logo",
     "a photo of the {name} logo",
@@ -67,32 +60,41 @@ DEFAULT_BACKGROUND = [
     "a photo of a room",
     "a blurry photo",
 ]
-#: backgrounds the reference images are rendered on, RGB
-EXEMPLAR_BACKGROUNDS = ((255, 255, 255), (0, 0, 0))
-#: share of the square the rendered reference image fills
-EXEMPLAR_FILL = 0.8
-NETWORK_CHECK_S = 2.0
-HINT = "point --clip-model (detectors.clip.model) at a local folder holding a CLIP model"
 
 
 class ClipParams(DetectorParams):
-    model: str = Field(DEFAULT_MODEL, description="Hugging Face model id or local folder of a CLIPModel")
-    device: str = Field("auto", description="'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:1'")
+    """Which CLIP model runs where, how frames are cut into crops and how crops are scored."""
+
+    model: str = Field(DEFAULT_MODEL, description="Hugging Face model id, or local folder, of a CLIP "
+                                                  "model (transformers CLIPModel)")
+    device: str = Field("auto", description="where the model runs: 'auto' (cuda when available, else "
+                                            "cpu), 'cpu', 'cuda', 'cuda:1'")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="weights and activations; float16 only on cuda (cpu falls back to float32)")
-    whole_frame: bool = Field(True, description="score the whole frame as one crop")
-    tiles: tuple[int, int] = Field((2, 2), description="tile grid, columns x rows; (1, 1) adds no tiles "
-                                                       "beyond the whole frame; an int n means n x n")
+        "float32", description="number type of weights and activations; float16 only on cuda (cpu "
+                               "falls back to float32)")
+    whole_frame: bool = Field(True, description="score the whole frame as one crop (a detection won "
+                                                "by it has no box)")
+    tiles: tuple[int, int] = Field((2, 2), description="tile grid the frame is also cut into, columns "
+                                                       "x rows; (1, 1) adds no tiles beyond the whole "
+                                                       "frame; an int n means n x n")
     overlap: float = Field(0.2, ge=0.0, le=0.5, description="share of a tile its neighbour overlaps")
     resize: Literal["pad", "squash", "crop"] = Field(
         "pad", description="how a crop meets the square input: pad (keep all, letterbox), squash, "
                            "crop (centre, loses the sides)")
-    min_score: float = Field(0.5, ge=0.0, le=1.0)
+    min_score: float = Field(0.5, ge=0.0, le=1.0, description="a brand whose best score over a "
+                                                              "frame's crops reaches this is "
+                                                              "reported in that frame")
     exemplar_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of reference images "
                                                                     "against text prompts")
     chunk: int = Field(64, ge=1, description="crops per forward pass")
-    templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1)
-    background_prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKGROUND), min_length=1)
+    templates: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1,
+        description="text prompts for every brand, each filled with its name and with each alias "
+                    "in place of {name}")
+    background_prompts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BACKGROUND), min_length=1,
+        description="text prompts of crops without a logo; each is a class of its own, which "
+                    "takes the score of a crop showing no brand")
 
     @field_validator("tiles", mode="before")
     @classmethod
@@ -123,267 +125,6 @@ class ClipParams(DetectorParams):
         return v
 
 
-# ---------------------------------------------------------------------------------------------
-# where the weights are
-
-
-def _is_local(model: str) -> bool:
-    """Whether `model` names a folder rather than a hub id."""
-    return (os.path.isabs(model) or model.startswith((".", "~")) or os.path.exists(model)
-            or model.count("/") > 1 or "\\" in model)
-
-
-def _cached_file(repo_id: str, filename: str) -> str | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        found = try_to_load_from_cache(repo_id, filename)
-    except Exception:  # invalid id, no huggingface_hub
-        return None
-    return found if isinstance(found, str) else None
-
-
-def _in_cache(repo_id: str) -> bool:
-    """config.json and a weights file of the id are in the local Hugging Face cache."""
-    if _cached_file(repo_id, "config.json") is None:
-        return False
-    return any(_cached_file(repo_id, f) is not None for f in (
-        "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-        "pytorch_model.bin.index.json"))
-
-
-def _offline() -> bool:
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return True
-    try:
-        from huggingface_hub import constants
-        return bool(constants.HF_HUB_OFFLINE)
-    except Exception:
-        return False
-
-
-def _hub_reachable(timeout: float = NETWORK_CHECK_S) -> bool:
-    """A TCP connection to the hub endpoint opens within `timeout` (name lookup included)."""
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    url = urlparse(endpoint)
-    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    t = threading.Thread(target=probe, daemon=True, name="clip-hub-check")
-    t.start()
-    t.join(timeout + 0.5)  # getaddrinfo ignores the socket timeout; don't wait on it
-    return bool(result and result[0])
-
-
-def _model_reason(model: str) -> str | None:
-    if _is_local(model):
-        folder = Path(model).expanduser()
-        if not folder.is_dir():
-            return f"clip: model folder {folder} does not exist; {HINT}"
-        if not (folder / "config.json").is_file():
-            return f"clip: model folder {folder} has no config.json; {HINT}"
-        return None
-    if _in_cache(model):
-        return None
-    if _offline():
-        return f"clip: model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {HINT}"
-    if _hub_reachable():
-        return None
-    return f"clip: model {model!r} is not in the local Hugging Face cache and the hub is unreachable; {HINT}"
-
-
-# ---------------------------------------------------------------------------------------------
-# the model, loaded once per process
-
-
-@dataclass
-class _Clip:
-    model: Any
-    tokenizer: Any
-    device: Any
-    dtype: Any
-    size: tuple[int, int]  # input height, width
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    logit_scale: float
-    max_length: int
-
-
-_MODELS: dict[tuple[str, str, str], _Clip] = {}
-_LOCK = threading.Lock()
-
-
-def _resolve_device(name: str):
-    import torch
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as e:
-        raise DetectorError(f"clip: device {name!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DetectorError(f"clip: device {name!r} asked for but CUDA is not available")
-    return device
-
-
-def _norm_constants(model: str, local: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    path = Path(model).expanduser() / "preprocessor_config.json" if local \
-        else _cached_file(model, "preprocessor_config.json")
-    if path is not None and Path(path).is_file():
-        try:
-            cfg = json.loads(Path(path).read_text())
-            mean, std = tuple(float(v) for v in cfg["image_mean"]), tuple(float(v) for v in cfg["image_std"])
-            if len(mean) == 3 and len(std) == 3:
-                return mean, std
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("clip: %s unreadable (%s); using the OpenAI CLIP mean/std", path, e)
-    return CLIP_MEAN, CLIP_STD
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return (text[:300] + "...") if len(text) > 300 else (text or type(e).__name__)
-
-
-def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "float32") -> _Clip:
-    """The CLIP model, tokenizer and preprocessing constants; loaded once per (model, device, dtype)."""
-    import torch
-
-    dev = _resolve_device(device)
-    if dtype == "float16" and dev.type != "cuda":
-        log.warning("clip: float16 is for cuda; running float32 on %s", dev)
-        dtype = "float32"
-    local = _is_local(model)
-    ident = str(Path(model).expanduser().resolve()) if local else model
-    key = (ident, str(dev), dtype)
-    with _LOCK:
-        if key in _MODELS:
-            return _MODELS[key]
-        reason = _model_reason(model)
-        if reason is not None:
-            raise DetectorError(reason)
-        from transformers import CLIPModel, CLIPTokenizer
-
-        torch_dtype = getattr(torch, dtype)
-        kwargs: dict[str, Any] = {}
-        if not local and _in_cache(model):
-            kwargs["local_files_only"] = True  # no network round trip for a cached model
-        try:
-            try:
-                net = CLIPModel.from_pretrained(ident, dtype=torch_dtype, **kwargs)
-            except TypeError:  # transformers 4.x
-                net = CLIPModel.from_pretrained(ident, torch_dtype=torch_dtype, **kwargs)
-            tokenizer = CLIPTokenizer.from_pretrained(ident, **kwargs)
-        except Exception as e:
-            raise DetectorError(f"clip: cannot load {model!r}: {_one_line(e)}; {HINT}") from e
-        net = net.to(dev).eval()
-        vc = net.config.vision_config
-        size = vc.image_size if isinstance(vc.image_size, (list, tuple)) else (vc.image_size, vc.image_size)
-        mean, std = _norm_constants(model, local)
-        logit_scale = float(min(net.logit_scale.detach().float().exp().item(), 100.0))
-        max_length = int(getattr(net.config.text_config, "max_position_embeddings", 77))
-        loaded = _Clip(net, tokenizer, dev, torch_dtype, (int(size[0]), int(size[1])), mean, std,
-                       logit_scale, max_length)
-        _MODELS[key] = loaded
-        n = sum(p.numel() for p in net.parameters())
-        log.info("clip: loaded %s on %s (%s, %.1fM parameters, input %dx%d)", model, dev, dtype,
-                 n / 1e6, size[1], size[0])
-        return loaded
-
-
-def _pooled(out: Any):
-    """The embedding from get_*_features: a tensor (transformers 4) or an output object (5)."""
-    if hasattr(out, "pooler_output"):
-        return out.pooler_output
-    if isinstance(out, (tuple, list)):
-        return out[1] if len(out) > 1 else out[0]
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# geometry and pixels
-
-
-def crop_boxes(width: int, height: int, tiles: tuple[int, int], overlap: float,
-               whole_frame: bool = True) -> list[tuple[int, int, int, int]]:
-    """The crops of a frame, x0, y0, x1, y1 in pixels: the whole frame first, then the grid."""
-    boxes: list[tuple[int, int, int, int]] = []
-    if whole_frame:
-        boxes.append((0, 0, width, height))
-    cols, rows = tiles
-    if (cols, rows) == (1, 1) and whole_frame:
-        return boxes
-
-    def spans(length: int, n: int) -> list[tuple[int, int]]:
-        if n == 1:
-            return [(0, length)]
-        size = length / (n - (n - 1) * overlap)
-        step = size * (1 - overlap)
-        out = []
-        for i in range(n):
-            a = int(round(i * step))
-            b = length if i == n - 1 else int(round(i * step + size))
-            out.append((a, max(b, a + 1)))
-        return out
-
-    for y0, y1 in spans(height, rows):
-        for x0, x1 in spans(width, cols):
-            boxes.append((x0, y0, x1, y1))
-    return boxes
-
-
-def fit_image(img: np.ndarray, size: tuple[int, int], mode: str, fill: tuple[int, int, int]) -> np.ndarray:
-    """An RGB uint8 image brought to `size` (height, width): pad, squash or centre-crop."""
-    th, tw = size
-    h, w = img.shape[:2]
-    if mode == "squash":
-        scale_x, scale_y = tw / w, th / h
-        interp = cv2.INTER_AREA if scale_x * scale_y < 1 else cv2.INTER_CUBIC
-        return cv2.resize(img, (tw, th), interpolation=interp)
-    scale = min(tw / w, th / h) if mode == "pad" else max(tw / w, th / h)
-    nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    resized = cv2.resize(img, (nw, nh), interpolation=interp)
-    if mode == "pad":
-        out = np.empty((th, tw, 3), np.uint8)
-        out[:] = fill
-        y, x = (th - nh) // 2, (tw - nw) // 2
-        out[y:y + nh, x:x + nw] = resized
-        return out
-    y, x = (nh - th) // 2, (nw - tw) // 2
-    return np.ascontiguousarray(resized[y:y + th, x:x + tw])
-
-
-def render_exemplar(rgba: np.ndarray, background: tuple[int, int, int], size: tuple[int, int],
-                    fill: float = EXEMPLAR_FILL) -> np.ndarray:
-    """A reference image (RGBA or RGB) over a plain background, centred, filling `fill` of the square."""
-    if rgba.ndim == 2:
-        rgba = np.repeat(rgba[..., None], 3, axis=2)
-    rgb = rgba[..., :3].astype(np.float32)
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0 if rgba.shape[2] == 4 else np.ones_like(rgb[..., :1])
-    bg = np.asarray(background, np.float32)
-    flat = (rgb * alpha + bg * (1 - alpha)).round().clip(0, 255).astype(np.uint8)
-    th, tw = size
-    inner = (max(1, int(th * fill)), max(1, int(tw * fill)))
-    mark = fit_image(flat, inner, "pad", background)
-    out = np.empty((th, tw, 3), np.uint8)
-    out[:] = background
-    y, x = (th - inner[0]) // 2, (tw - inner[1]) // 2
-    out[y:y + inner[0], x:x + inner[1]] = mark
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# the detector
-
-
 class ClipDetector(Detector):
     name = "clip"
     Params = ClipParams
@@ -399,7 +140,7 @@ class ClipDetector(Detector):
     @classmethod
     def unavailable_reason(cls, params: DetectorParams) -> str | None:
         model = getattr(params, "model", DEFAULT_MODEL)
-        return _model_reason(model)
+        return model_reason(model)
 
     def set_catalog(self, catalog: BrandCatalog) -> None:
         if catalog.version != getattr(self.catalog, "version", None) or not hasattr(self, "_text"):
@@ -424,7 +165,7 @@ class ClipDetector(Detector):
         with torch.inference_mode():
             for i in range(0, len(images), self.params.chunk):
                 pixels = self._pixels(images[i:i + self.params.chunk])
-                feats = _pooled(self.clip.model.get_image_features(pixel_values=pixels))
+                feats = pooled(self.clip.model.get_image_features(pixel_values=pixels))
                 out.append(torch.nn.functional.normalize(feats.float(), dim=-1))
         return torch.cat(out)
 
@@ -436,7 +177,7 @@ class ClipDetector(Detector):
             for i in range(0, len(texts), 256):
                 enc = c.tokenizer(texts[i:i + 256], padding=True, truncation=True,
                                   max_length=c.max_length, return_tensors="pt")
-                feats = _pooled(c.model.get_text_features(input_ids=enc["input_ids"].to(c.device),
+                feats = pooled(c.model.get_text_features(input_ids=enc["input_ids"].to(c.device),
                                                           attention_mask=enc["attention_mask"].to(c.device)))
                 out.append(torch.nn.functional.normalize(feats.float(), dim=-1))
         return torch.cat(out)
@@ -512,8 +253,7 @@ class ClipDetector(Detector):
             for k in np.flatnonzero(best[f] >= p.min_score):
                 c = int(where[f, k])
                 box = None if whole[c] else tuple(float(v) for v in boxes[c])
-                found.append(Detection(label=self._ids[k], score=float(min(max(best[f, k], 0.0), 1.0)),
-                                       box=box, detector=self.name))
+                found.append(self.detection(self._ids[k], best[f, k], box, (width, height)))
             found.sort(key=lambda d: -d.score)
             result.detections = found
         return results

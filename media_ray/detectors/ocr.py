@@ -16,13 +16,12 @@ import logging
 import re
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from pydantic import Field
 
+from media_ray.boxes import Box, clip_box, to_working
 from media_ray.catalog import BrandCatalog
-from media_ray.detectors import Detector, DetectorError, DetectorParams
-from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
+from media_ray.detectors import Detector, DetectorError, DetectorParams, Found
 
 log = logging.getLogger(__name__)
 
@@ -89,37 +88,26 @@ class OcrDetector(Detector):
                        if len(_key(n)) >= p.min_name_length]
         log.info("ocr: %d names of %d brands", len(self._names), len(catalog))
 
-    def detect(self, batch: FrameBatch) -> list[FrameResult]:
-        results = empty_results(batch)
+    def detect_frame(self, rgb: np.ndarray) -> list[Found]:
+        """The brands named in one frame, with boxes in its pixels."""
         if not self._names:
-            return results
-        width, height = batch.size
-        for frame, result in zip(batch.frames, results):
-            result.detections = self.read(frame, width, height)
-        return results
-
-    def read(self, rgb: np.ndarray, width: int, height: int) -> list[Detection]:
-        """The brands named in one frame, with boxes in source pixels."""
+            return []
         p = self.params
-        h, w = rgb.shape[:2]
-        scale = min(1.0, p.working_long_side / max(h, w))
-        if scale < 1.0:
-            rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        lines, _ = self._engine(np.ascontiguousarray(rgb[..., ::-1]))  # the engine wants BGR
-        found: dict[tuple[str, tuple[int, ...]], Detection] = {}
+        height, width = rgb.shape[:2]
+        small, scale = to_working(rgb, p.working_long_side)
+        lines, _ = self._engine(np.ascontiguousarray(small[..., ::-1]))  # the engine wants BGR
+        found: dict[tuple[str, tuple[int, ...]], Found] = {}
         for quad, text, conf in lines or []:
             conf = float(conf)
             if conf < p.min_text_score:
                 continue
             quad = np.asarray(quad, np.float32) / scale
             for brand_id, closeness, span in self._names_in(text):
-                box = _span_box(quad, span, width, height)
-                d = Detection(label=brand_id, score=float(np.clip(conf * closeness, 0.0, 1.0)),
-                              box=box, detector=self.name)
-                key = (brand_id, tuple(round(v) for v in box))
-                if key not in found or found[key].score < d.score:
-                    found[key] = d
-                log.debug("read %r: %s (%.2f)", text, brand_id, d.score)
+                f = Found(brand_id, conf * closeness, clip_box(_span_box(quad, span), width, height))
+                key = (brand_id, tuple(round(v) for v in f.box))
+                if key not in found or found[key].score < f.score:
+                    found[key] = f
+                log.debug("read %r: %s (%.2f)", text, brand_id, f.score)
         return list(found.values())
 
     def _names_in(self, text: str) -> list[tuple[str, float, tuple[float, float]]]:
@@ -150,8 +138,7 @@ class OcrDetector(Detector):
         return [(b, c, span) for b, (c, span) in out.items()]
 
 
-def _span_box(quad: np.ndarray, span: tuple[float, float], width: int,
-              height: int) -> tuple[float, float, float, float]:
+def _span_box(quad: np.ndarray, span: tuple[float, float]) -> Box:
     """The axis-aligned box of the part of a text line's quadrilateral (top-left, top-right,
     bottom-right, bottom-left) between two shares of its length."""
     tl, tr, br, bl = quad
@@ -159,5 +146,4 @@ def _span_box(quad: np.ndarray, span: tuple[float, float], width: int,
     pts = np.stack([tl + (tr - tl) * a, tl + (tr - tl) * b, bl + (br - bl) * a, bl + (br - bl) * b])
     x0, y0 = pts.min(0)
     x1, y1 = pts.max(0)
-    return (max(0.0, float(x0)), max(0.0, float(y0)), min(float(width), float(x1)),
-            min(float(height), float(y1)))
+    return (float(x0), float(y0), float(x1), float(y1))

@@ -10,18 +10,17 @@ found several times in a frame. Needs no model weights.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import cv2
 import numpy as np
 from pydantic import Field
 
+from media_ray.boxes import clip_box, nms, to_source, to_working
 from media_ray.catalog import Brand, BrandCatalog
-from media_ray.detectors import Detector, DetectorParams
-from media_ray.model import Detection, FrameBatch, FrameResult, empty_results
-from media_ray.model import iou as box_iou
-from media_ray.detectors.working import to_source, to_working
+from media_ray.detectors import Detector, DetectorParams, Found
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +30,9 @@ class ReferenceParams(DetectorParams):
 
     Lengths in pixels are at the working resolution (frames) or the reference resolution.
     """
+
+    seed: int = Field(0, description="seed of the matcher's randomised k-d trees, so that every process "
+                                     "finds the same matches")
 
     features: Literal["sift", "orb"] = Field(
         "sift", description="keypoint detector and descriptor")
@@ -192,6 +194,9 @@ class ReferenceDetector(Detector):
         self._matcher = self._new_matcher()
         if descriptors:
             self._matcher.add([np.concatenate(descriptors)])
+            # the k-d trees are randomised from OpenCV's RNG: seeded, every process (a Ray
+            # replica, this one) builds the same index and finds the same matches
+            cv2.setRNGSeed(p.seed)
             self._matcher.train()
         log.info("reference features: %d brands, %d keypoints (%s)", len(self._refs),
                  len(self._owner), p.features)
@@ -235,19 +240,11 @@ class ReferenceDetector(Detector):
 
     # frames ---------------------------------------------------------------------------------
 
-    def detect(self, batch: FrameBatch) -> list[FrameResult]:
-        results = empty_results(batch)
+    def detect_frame(self, rgb: np.ndarray) -> list[Found]:
         if not self._refs:
-            return results
-        width, height = batch.size
-        for frame, result in zip(batch.frames, results):
-            found, scale = self._find(frame)
-            result.detections = [
-                Detection(label=inst.brand.id, score=self._score(inst.inliers),
-                          box=to_source(inst.box, scale, width, height), detector=self.name)
-                for inst in found
-            ]
-        return results
+            return []
+        found, scale = self._find(rgb)
+        return [Found(inst.brand.id, self._score(inst.inliers), to_source(inst.box, scale)) for inst in found]
 
     def _score(self, inliers: int) -> float:
         return inliers / (inliers + self.params.score_half_inliers)
@@ -274,7 +271,10 @@ class ReferenceDetector(Detector):
             if sel.sum() >= p.min_inliers:
                 found += self._instances(self._refs[r], self._ref_points[train[sel]],
                                          frame_pts[query[sel]], shape)
-        return _suppress_across_brands(found, p.cross_brand_iou), scale
+        # strongest first, without those overlapping a stronger one of another brand
+        keep = nms([i.box for i in found], [i.inliers for i in found], [i.brand.id for i in found],
+                   iou=p.cross_brand_iou, same_label=False)
+        return [found[i] for i in keep], scale
 
     def _ratio_matches(self, desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frame keypoint and reference keypoint indices of the matches passing the ratio test.
@@ -321,10 +321,8 @@ class ReferenceDetector(Detector):
             reason = self._implausible(ref, H, quad, src[inl], shape)
             keep = ~inl
             if reason is None:
-                x0, y0 = quad.min(0)
-                x1, y1 = quad.max(0)
-                box = (max(0.0, float(x0)), max(0.0, float(y0)),
-                       min(float(shape[1]), float(x1)), min(float(shape[0]), float(y1)))
+                (x0, y0), (x1, y1) = quad.min(0), quad.max(0)
+                box = clip_box((float(x0), float(y0), float(x1), float(y1)), shape[1], shape[0])
                 found.append(_Instance(ref.brand, n, box))
                 # matches inside an accepted mark belong to it, inliers or not
                 keep &= ~_inside(ref, H, dst)
@@ -390,15 +388,3 @@ def _convex(quad: np.ndarray) -> bool:
 def _polygon_area(quad: np.ndarray) -> float:
     x, y = quad[:, 0], quad[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
-
-
-def _suppress_across_brands(found: list[_Instance], iou: float) -> list[_Instance]:
-    """The instances, strongest first, without those overlapping a stronger one of another brand."""
-    kept: list[_Instance] = []
-    for inst in sorted(found, key=lambda i: -i.inliers):
-        if all(k.brand.id == inst.brand.id or box_iou(k.box, inst.box) < iou for k in kept):
-            kept.append(inst)
-    return kept
-

@@ -34,11 +34,20 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from media_ray.boxes import nms, to_source, to_working
 from media_ray.catalog import Brand, BrandCatalog
-from media_ray.detectors import Detector, DetectorParams
-from media_ray.model import Detection, FrameBatch, FrameResult, containment, empty_results
-from media_ray.model import iou as box_iou
-from media_ray.detectors.working import to_source, to_working
+from media_ray.detectors import Detector, DetectorParams, Found
+from media_ray.detectors.shape_silhouettes import (
+    ColourMask,
+    Silhouettes,
+    colour_masks,
+    crop_to_bounds,
+    disk,
+    normalised,
+    plain_similarity,
+    refined_similarity,
+    to_lab,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +90,13 @@ class ShapeParams(DetectorParams):
                                 "much longer (empty: rotations only)")
     template_size: int = Field(32, ge=8, le=128, description="side of the square silhouettes are "
                                                              "compared at")
-    rotation_step_deg: float = Field(10.0, gt=0.0, le=90.0, description="rotations of the "
+    rotation_step_deg: float = Field(10.0, gt=0.0, le=90.0, description="step, in degrees, between "
+                                                                         "the rotations of the "
                                                                          "references tried")
-    min_side_px: float = Field(12.0, ge=2.0, description="shortest side of a region's bounds")
-    min_area_px: int = Field(50, ge=1, description="fewest pixels of a region")
+    min_side_px: float = Field(12.0, ge=2.0, description="regions whose bounds have a side shorter "
+                                                         "than this are not compared")
+    min_area_px: int = Field(50, ge=1, description="regions of fewer pixels than this are not "
+                                                   "compared")
     max_frame_fraction: float = Field(
         0.6, gt=0.0, le=1.0, description="largest share of the frame a region's bounds may cover")
     max_aspect_change: float = Field(
@@ -128,45 +140,28 @@ class ShapeParams(DetectorParams):
     plain_reference: float = Field(
         0.90, gt=0.0, le=1.0, description="a reference that matches its own plain shape this "
                                           "well is not looked for")
-    ring_px: int = Field(3, ge=1, description="width of the ring around a region")
+    ring_px: int = Field(3, ge=1, description="width of the ring around a region that its colour "
+                                              "is compared with")
     min_ring_contrast: float = Field(
-        20.0, ge=0.0, description="colour distance between a region's mean and its ring's mean")
-    nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="of two overlapping boxes, only "
-                                                            "the better is kept")
-
-
-@dataclass(frozen=True)
-class _Silhouettes:
-    """One brand's colour mask, rendered at every rotation step and normalised."""
-
-    brand: Brand
-    vectors: np.ndarray  # (R, S*S) float32, zero mean, unit norm
-    aspects: np.ndarray  # (R,) width / height of the rotated mask's bounds
-    fills: np.ndarray  # (R,) share of the rotated mask's bounds that the mask covers
-    plain: float  # how much the mark looks like a plain shape (`_plain_similarity`)
-    parted: bool  # made of separate parts of some size (stripes, letters)
-
-
-@dataclass(frozen=True)
-class _Mask:
-    """Brands sharing one colour, and how pixels of that colour are picked."""
-
-    lab: np.ndarray  # (3,) the colour, CIELAB
-    dark: bool  # a black mark: lightness levels instead of colour distances
-    shapes: list[_Silhouettes]
-    #: whether a mark of this colour is made of separate parts (so its regions are grouped)
-    parted: bool
-
-    def plausible(self, aspect: np.ndarray, fill: np.ndarray, max_aspect: float,
-                  max_fill: float) -> np.ndarray:
-        """Which regions (by the aspect and fill of their bounds) some rotated silhouette of
-        this colour could be; a cheap test before the correlation."""
-        a = np.concatenate([s.aspects for s in self.shapes])
-        f = np.concatenate([s.fills for s in self.shapes])
-        ra = aspect[:, None] / a[None, :]
-        rf = fill[:, None] / f[None, :]
-        return ((ra <= max_aspect) & (ra >= 1 / max_aspect)
-                & (rf <= max_fill) & (rf >= 1 / max_fill)).any(1)
+        20.0, ge=0.0, description="colour distance a region's mean colour must have from its "
+                                  "ring's mean: a region cut out of a larger area of nearly its "
+                                  "colour is no mark")
+    nms_iou: float = Field(
+        0.5, gt=0.0, le=1.0, description="of two marks (of any brands) whose boxes overlap this "
+                                         "much (intersection over union), only the better is kept")
+    nms_inside: float = Field(
+        0.8, gt=0.0, le=1.0, description="of two marks (of any brands) one of whose boxes lies "
+                                         "this much inside the other (intersection over the "
+                                         "smaller box), only the better is kept: a part of a mark "
+                                         "(one stripe, the tail of a swoosh) may look like a mark")
+    min_colour_coverage: float = Field(
+        0.3, ge=0.0, le=1.0, description="a brand is looked for only when its colour covers at "
+                                         "least this share of its reference's opaque pixels")
+    min_part_share: float = Field(
+        0.02, gt=0.0, le=1.0, description="a reference's connected part of at least this share of "
+                                          "its mark counts as a part: a mark of several (stripes, "
+                                          "letters) also has its regions taken together "
+                                          "(close_radii)")
 
 
 @dataclass(frozen=True)
@@ -183,7 +178,7 @@ class _Near:
     similarity: float  # the best correlation before refinement
     vector: np.ndarray  # the region's normalised silhouette
     crop: np.ndarray  # the region's mask, cropped to its bounds
-    silhouettes: list[tuple[float, _Silhouettes, np.ndarray]]  # (correlation, brand, vector)
+    silhouettes: list[tuple[float, Silhouettes, np.ndarray]]  # (correlation, brand, vector)
     box: tuple[float, float, float, float]  # working resolution
 
 
@@ -202,101 +197,21 @@ class ShapeDetector(Detector):
         super().__init__(catalog, params)
         self._build(catalog)
 
-    # references -----------------------------------------------------------------------------
-
     def _build(self, catalog: BrandCatalog) -> None:
-        p = self.params
-        self._masks: list[_Mask] = []
-        for brand in catalog.with_images():
-            if brand.colour is None:
-                log.info("brand %s has no colour: not looked for by shape", brand.id)
-                continue
-            lab = _lab(np.uint8([[brand.colour]]))[0, 0]
-            mask = self._reference_mask(brand, lab)
-            if mask is None:
-                continue
-            plain = _plain_similarity(mask, p.template_size)
-            if plain >= p.plain_reference:
-                log.info("brand %s: its mark is a plain shape (%.2f): not looked for by shape",
-                         brand.id, plain)
-                continue
-            shapes = self._silhouettes(brand, mask, plain)
-            for n, m in enumerate(self._masks):
-                if float(np.linalg.norm(m.lab - lab)) <= p.colour_merge:
-                    self._masks[n] = _Mask(m.lab, m.dark, m.shapes + [shapes], m.parted or shapes.parted)
-                    break
-            else:
-                dark = lab[0] < p.dark_lightness and np.hypot(lab[1], lab[2]) < p.grey_chroma
-                self._masks.append(_Mask(lab, bool(dark), [shapes], shapes.parted))
-        log.info("shape references: %d brands in %d colour masks",
-                 sum(len(m.shapes) for m in self._masks), len(self._masks))
-
-    def _reference_mask(self, brand: Brand, lab: np.ndarray) -> np.ndarray | None:
-        """The reference's pixels of the brand colour (opaque ones), as a 0/1 mask."""
-        p = self.params
-        rgba = brand.image
-        h, w = rgba.shape[:2]
-        s = 256 / max(h, w)
-        rgba = cv2.resize(rgba, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        opaque = rgba[..., 3] >= 128
-        near = np.linalg.norm(_lab(rgba[..., :3]) - lab, axis=2) <= max(p.colour_tolerances)
-        mask = (opaque & near).astype(np.uint8)
-        if mask.sum() < 0.3 * max(1, opaque.sum()):
-            log.info("brand %s: its colour covers too little of its mark: not looked for by shape",
-                     brand.id)
-            return None
-        return mask
-
-    def _silhouettes(self, brand: Brand, mask: np.ndarray, plain: float) -> _Silhouettes:
-        """The mask seen at every rotation step, each also with the keystone of a mark turned
-        away from the camera about its vertical or horizontal axis."""
-        p = self.params
-        h, w = mask.shape
-        side = int(np.ceil(np.hypot(h, w) * (1 + max(p.keystones, default=0.0)))) + 4
-        src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-        views = [src]
-        for k in p.keystones:
-            for s in (k, -k):  # one edge shorter by k, the opposite one longer by k
-                views.append(np.float32([[0, h * s / 2], [w, -h * s / 2], [w, h + h * s / 2], [0, h - h * s / 2]]))
-                views.append(np.float32([[w * s / 2, 0], [w - w * s / 2, 0], [w + w * s / 2, h], [-w * s / 2, h]]))
-        vectors, aspects, fills = [], [], []
-        for dst in views:
-            dst = dst + np.float32([(side - w) / 2, (side - h) / 2])
-            canvas = cv2.warpPerspective(mask.astype(np.float32), cv2.getPerspectiveTransform(src, dst),
-                                         (side, side), flags=cv2.INTER_LINEAR)
-            for angle in np.arange(0.0, 360.0, p.rotation_step_deg):
-                m = cv2.getRotationMatrix2D((side / 2, side / 2), float(angle), 1.0)
-                rotated = (cv2.warpAffine(canvas, m, (side, side), flags=cv2.INTER_LINEAR) >= 0.5)
-                crop = _crop(rotated.astype(np.uint8))
-                vec = _normalised(crop, p.template_size) if crop is not None else None
-                if vec is None:
-                    continue
-                vectors.append(vec)
-                aspects.append(crop.shape[1] / crop.shape[0])
-                fills.append(crop.mean())
-        return _Silhouettes(brand, np.stack(vectors), np.float32(aspects), np.float32(fills),
-                            plain, _parts(mask) > 1)
+        self._masks: list[ColourMask] = colour_masks(catalog, self.params)
 
     # frames ---------------------------------------------------------------------------------
 
-    def detect(self, batch: FrameBatch) -> list[FrameResult]:
-        results = empty_results(batch)
+    def detect_frame(self, rgb: np.ndarray) -> list[Found]:
         if not self._masks:
-            return results
-        width, height = batch.size
-        for frame, result in zip(batch.frames, results):
-            found, scale = self._find(frame)
-            result.detections = [
-                Detection(label=f.brand.id, score=float(np.clip(f.similarity, 0.0, 1.0)),
-                          box=to_source(f.box, scale, width, height), detector=self.name)
-                for f in found
-            ]
-        return results
+            return []
+        found, scale = self._find(rgb)
+        return [Found(f.brand.id, f.similarity, to_source(f.box, scale)) for f in found]
 
     def _find(self, rgb: np.ndarray) -> tuple[list[_Found], float]:
         p = self.params
         rgb, scale = to_working(rgb, p.working_long_side)
-        lab = _lab(rgb)
+        lab = to_lab(rgb)
         L, A, B = cv2.split(lab)
         grey = None
         found: list[_Found] = []
@@ -324,16 +239,18 @@ class ShapeDetector(Detector):
                 x1, y1 = min(mask.shape[1], x + w + margin), min(mask.shape[0], y + h + margin)
                 mask = mask[y0:y1, x0:x1]
                 for radius in p.open_radii:
-                    opened = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(radius))
+                    opened = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_OPEN, disk(radius))
                     self._regions(opened, (x0, y0), m, lab, found, near)
         # the near misses most like a mark, while the frame's refinements last
         for candidate in sorted(near, key=lambda n: -n.similarity)[:p.max_refinements]:
             hit = self._refine(candidate)
             if hit is not None:
                 found.append(hit)
-        return _suppress(found, p.nms_iou), scale
+        # best first, without those overlapping a better one (of any brand) or lying inside it
+        keep = nms([f.box for f in found], [f.similarity for f in found], iou=p.nms_iou, inside=p.nms_inside)
+        return [found[i] for i in keep], scale
 
-    def _regions(self, mask: np.ndarray, offset: tuple[int, int], m: _Mask, lab: np.ndarray,
+    def _regions(self, mask: np.ndarray, offset: tuple[int, int], m: ColourMask, lab: np.ndarray,
                  found: list[_Found], near: list[_Near]) -> None:
         """The marks among the regions of one mask (a window of the frame at `offset`), at
         every closing radius, added to `found`; the regions that are nearly a mark, to `near`."""
@@ -342,7 +259,7 @@ class ShapeDetector(Detector):
         ox, oy = offset
         seen: set[tuple[int, ...]] = set()
         for radius in (p.close_radii if m.parted else p.close_radii[:1]):
-            grouped = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(radius))
+            grouped = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disk(radius))
             n, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
             x, y, bw, bh, area = (stats[1:, i] for i in range(5))
             # a region cut by the frame's edge shows no whole silhouette to compare
@@ -356,7 +273,8 @@ class ShapeDetector(Detector):
                 if key in seen:  # the same region at another radius
                     continue
                 seen.add(key)
-                x0, y0, x1, y1 = stats[i, 0], stats[i, 1], stats[i, 0] + stats[i, 2], stats[i, 1] + stats[i, 3]
+                x0, y0 = stats[i, 0], stats[i, 1]
+                x1, y1 = x0 + stats[i, 2], y0 + stats[i, 3]
                 region = ((labels[y0:y1, x0:x1] == i) & (mask[y0:y1, x0:x1] > 0)).astype(np.uint8)
                 x0, y0, x1, y1 = x0 + ox, y0 + oy, x1 + ox, y1 + oy
                 box = (float(x0), float(y0), float(x1), float(y1))
@@ -372,21 +290,21 @@ class ShapeDetector(Detector):
                 elif min(x1 - x0, y1 - y0) >= p.refine_min_side_px:
                     near.append(hit)
 
-    def _match(self, region: np.ndarray, m: _Mask, box: tuple[float, float, float, float]
+    def _match(self, region: np.ndarray, m: ColourMask, box: tuple[float, float, float, float]
                ) -> _Found | _Near | None:
         """The brand whose silhouette the region matches; or, when it correlates fairly
         well with some silhouettes (`refine_floor`) but not well enough, those silhouettes;
         or None."""
         p = self.params
-        crop = _crop(region)
+        crop = crop_to_bounds(region)
         if crop is None:
             return None
-        vec = _normalised(crop, p.template_size)
+        vec = normalised(crop, p.template_size)
         if vec is None:
             return None
         aspect = crop.shape[1] / crop.shape[0]
         best, best_sim = None, p.min_similarity
-        close: list[tuple[float, _Silhouettes, np.ndarray]] = []
+        close: list[tuple[float, Silhouettes, np.ndarray]] = []
         for s in m.shapes:
             change = aspect / s.aspects
             ok = (change <= p.max_aspect_change) & (change >= 1.0 / p.max_aspect_change)
@@ -401,7 +319,7 @@ class ShapeDetector(Detector):
                       if sims[i] >= p.refine_floor]
         if best is not None:
             # a blob that happens to correlate with a mark looks far plainer than the mark
-            if _plain_similarity(crop, p.template_size) > max(best.plain + p.plain_margin, p.plain_floor):
+            if plain_similarity(crop, p.template_size) > max(best.plain + p.plain_margin, p.plain_floor):
                 return None
             return _Found(best.brand, best_sim, box)
         if not close:
@@ -414,9 +332,9 @@ class ShapeDetector(Detector):
         silhouettes: a view between the rendered rotations and keystones."""
         p = self.params
         best, best_sim = None, p.min_similarity + p.refined_margin
-        plain = _plain_similarity(near.crop, p.template_size)
+        plain = plain_similarity(near.crop, p.template_size)
         for _, s, template in near.silhouettes:
-            sim = _refined_similarity(template, near.vector, p.template_size, p.max_refine_warp)
+            sim = refined_similarity(template, near.vector, p.template_size, p.max_refine_warp)
             if (sim >= best_sim and sim >= plain + p.refined_plain_gap
                     and plain <= max(s.plain + p.plain_margin, p.plain_floor)):
                 best, best_sim = s, sim
@@ -439,102 +357,3 @@ class ShapeDetector(Detector):
         patch = lab[Y0:Y1, X0:X1]
         contrast = np.linalg.norm(patch[inside > 0].mean(0) - patch[ring].mean(0))
         return bool(contrast >= p.min_ring_contrast)
-
-
-def _parts(mask: np.ndarray, share: float = 0.02) -> int:
-    """The mask's connected parts of at least `share` of its pixels."""
-    _, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    return int((stats[1:, cv2.CC_STAT_AREA] >= share * max(1, stats[1:, cv2.CC_STAT_AREA].sum())).sum())
-
-
-def _disk(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-
-def _lab(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB (L* 0..100) of uint8 RGB, float32."""
-    return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab)
-
-
-def _crop(mask: np.ndarray) -> np.ndarray | None:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-
-
-def _normalised(crop: np.ndarray, size: int) -> np.ndarray | None:
-    """A 0/1 mask cropped to its bounds as a zero-mean, unit-norm vector of a size x size square."""
-    v = cv2.resize(crop.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-    v = cv2.GaussianBlur(v, (0, 0), size / 32.0).ravel()
-    v -= v.mean()
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 1e-6 else None
-
-
-def _refined_similarity(template: np.ndarray, vec: np.ndarray, size: int, max_warp: float) -> float:
-    """The correlation of a region's normalised silhouette with a reference's after the
-    affine alignment that maximises it (ECC), or 0 when the alignment does not converge or
-    needs more than `max_warp` of scale, shear or shift (a different shape, not a view)."""
-    t = template.reshape(size, size).astype(np.float32)
-    r = vec.reshape(size, size).astype(np.float32)
-    warp = np.eye(2, 3, dtype=np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5)
-    try:
-        _, warp = cv2.findTransformECC(t, r, warp, cv2.MOTION_AFFINE, criteria, None, 1)
-    except cv2.error:  # did not converge
-        return 0.0
-    linear = np.linalg.svd(warp[:, :2], compute_uv=False)
-    if (abs(linear - 1.0) > max_warp).any() or (np.abs(warp[:, 2]) > max_warp * size).any():
-        return 0.0
-    aligned = cv2.warpAffine(r, warp, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=float(r.min()))
-    aligned = aligned.ravel() - aligned.mean()
-    norm = float(np.linalg.norm(aligned))
-    return float(aligned @ template) / norm if norm > 1e-6 else 0.0
-
-
-def _plain_similarity(crop: np.ndarray, size: int) -> float:
-    """How well the mask matches a plain shape: the better of its moment ellipse and its
-    convex hull, compared as the silhouettes are (1 for a mask that is itself plain)."""
-    crop = _crop(crop)
-    if crop is None:
-        return 1.0
-    vec = _normalised(crop, size)
-    if vec is None:
-        return 1.0
-    plains = []
-    contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if contours:
-        hull = np.zeros_like(crop)
-        cv2.fillPoly(hull, [cv2.convexHull(np.concatenate(contours))], 1)
-        plains.append(hull)
-    mo = cv2.moments(crop, binaryImage=True)
-    if mo["m00"] > 0:
-        cx, cy = mo["m10"] / mo["m00"], mo["m01"] / mo["m00"]
-        cov = np.array([[mo["mu20"], mo["mu11"]], [mo["mu11"], mo["mu02"]]]) / mo["m00"]
-        vals, vecs = np.linalg.eigh(cov)
-        axes = 2.0 * np.sqrt(np.maximum(vals, 1e-6))  # a uniform ellipse's semi-axes
-        angle = float(np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1])))
-        ellipse = np.zeros_like(crop)
-        cv2.ellipse(ellipse, (round(cx), round(cy)), (max(1, round(axes[1])), max(1, round(axes[0]))),
-                    angle, 0, 360, 1, -1)
-        plains.append(ellipse)
-    best = 0.0
-    for plain in plains:
-        pc = _crop(plain)
-        pv = _normalised(pc, size) if pc is not None else None
-        if pv is not None:
-            best = max(best, float(pv @ vec))
-    return best
-
-
-def _suppress(found: list[_Found], iou: float) -> list[_Found]:
-    """The marks, best first, without those overlapping a better one (of any brand) or lying
-    inside it: a part of a mark (one stripe, the tail of a swoosh) may look like a mark too."""
-    kept: list[_Found] = []
-    for f in sorted(found, key=lambda f: -f.similarity):
-        if all(box_iou(k.box, f.box) < iou and containment(k.box, f.box) < 0.8 for k in kept):
-            kept.append(f)
-    return kept
-

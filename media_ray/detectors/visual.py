@@ -19,6 +19,9 @@ class VisualParams(DetectorParams):
 
 
 class VisualDetector(Detector):
+    """Measures every frame; reports no detections, so it runs over the batch itself and puts
+    its measurements in each result's `signals` instead of implementing `detect_frame`."""
+
     name = "visual"
     Params = VisualParams
 
@@ -51,5 +54,5 @@ class VisualDetector(Detector):
         _, labels, centres = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
         counts = np.bincount(labels.ravel(), minlength=k)
         order = np.argsort(-counts)
-        return [{"hex": "%02x%02x%02x" % tuple(int(round(c)) for c in centres[i]),
+        return [{"hex": "".join(f"{int(round(c)):02x}" for c in centres[i]),
                  "share": round(float(counts[i]) / len(pixels), 4)} for i in order]

@@ -10,12 +10,13 @@ import logging
 import ray
 from ray import serve
 
-from actors.registry import REGISTRY_NAME, StreamRegistry
-from actors.runtime import MediaRayRuntime, wait_for_apps
+from actors.registry import StreamRegistry
 from actors.store import connect_store
 from deployments.app import api_app
+from media_ray.app.runtime import MediaRayRuntime, wait_for_apps
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig
+from media_ray.topology import REGISTRY_NAME
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ class LiveService:
         try:
             ns = self.config.ray.namespace
             self.store = connect_store(self.config.store, namespace=ns)
-            self.registry = StreamRegistry.options(name=REGISTRY_NAME, namespace=ns, get_if_exists=True).remote(
+            self.registry = StreamRegistry.options(
+                name=REGISTRY_NAME, namespace=ns, get_if_exists=True,
+                max_concurrency=self.config.live.registry_concurrency).remote(
                 self.config, self.catalog, self.detectors)
             serve.run(api_app(self.config), name=self.api_app_name, route_prefix="/")
             wait_for_apps([self.api_app_name], self.config.pipeline.ready_timeout_s)

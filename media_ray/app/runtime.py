@@ -12,17 +12,18 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Iterator
 
 import ray
 from ray import serve
 
 from actors.stream_ingest import StreamIngest
-from deployments.detectors import app_name, detector_app
+from deployments.detectors import detector_app
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig
+from media_ray.exposure import ExposureReport
 from media_ray.model import FrameResult
+from media_ray.topology import app_name, plan_apps
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +34,6 @@ class DeploymentTimeout(RuntimeError):
 
 class DeploymentFailed(RuntimeError):
     """A detector deployment that failed to start (its replicas raised)."""
-
-
-@dataclass(frozen=True)
-class DetectorApp:
-    detector: str
-    tier: str | None
-    name: str
-
-
-def plan_apps(config: MediaRayConfig, detectors: list[str], tiers: list[str] | None = None) -> list[DetectorApp]:
-    """The Serve applications that run `detectors`: one each, or one per tier for tiered ones."""
-    prefix = config.ray.app_prefix
-    apps = []
-    for d in detectors:
-        if tiers and d in config.live.tiered_detectors:
-            apps.extend(DetectorApp(d, t, app_name(prefix, d, t)) for t in tiers)
-        else:
-            apps.append(DetectorApp(d, None, app_name(prefix, d)))
-    return apps
 
 
 def connect_ray(config: MediaRayConfig) -> bool:
@@ -84,6 +66,31 @@ def wait_for_apps(names: list[str], timeout_s: float) -> None:
                 "resources or labels its placement asks for (see `placement` in the config)")
         if pending:
             time.sleep(0.2)
+
+
+class FileAnalysis:
+    """The results of one source from its StreamIngest; the actor goes when they have been read."""
+
+    def __init__(self, ingest: ray.actor.ActorHandle, uri: str, duration_s: float | None, timeout_s: float):
+        self.ingest = ingest
+        self.uri = uri
+        self.duration_s = duration_s
+        self.timeout_s = timeout_s
+        self.report: ExposureReport | None = None
+
+    def __iter__(self) -> Iterator[list[FrameResult]]:
+        try:
+            try:  # an actor no node can take would wait for ever
+                ray.get(self.ingest.status.remote(), timeout=self.timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                raise DeploymentTimeout(
+                    f"the StreamIngest actor was not placed after {self.timeout_s:.0f} s: "
+                    "no node offers what `placement.ingest` asks for") from None
+            for ref in self.ingest.run.remote():
+                yield ray.get(ref)
+            self.report = ray.get(self.ingest.report.remote(self.uri, self.duration_s))
+        finally:
+            ray.kill(self.ingest)
 
 
 class MediaRayRuntime:
@@ -124,24 +131,15 @@ class MediaRayRuntime:
             raise
         return self
 
-    def analyse(self, uri: str, stream_id: str | None = None) -> Iterator[list[FrameResult]]:
-        """Frame results of one source, batch by batch, in time order."""
+    def analyse(self, uri: str, stream_id: str | None = None,
+                duration_s: float | None = None) -> FileAnalysis:
+        """One source analysed by a StreamIngest: iterate for its frame results, batch by batch in
+        time order; then `report` holds its exposure (`duration_s`: the video's, when known)."""
         stream_id = stream_id or uuid.uuid4().hex[:8]
         handles = {a.detector: serve.get_app_handle(a.name) for a in self.apps if a.tier is None}
         ingest = StreamIngest.options(**self.config.placement_for("ingest").ray_actor_options()).remote(
-            stream_id, uri, self.config.sampling, handles, self.config.pipeline.max_in_flight,
-            self.config.tracking)
-        try:
-            try:  # an actor no node can take would wait for ever
-                ray.get(ingest.status.remote(), timeout=self.config.pipeline.ready_timeout_s)
-            except ray.exceptions.GetTimeoutError:
-                raise DeploymentTimeout(
-                    f"the StreamIngest actor was not placed after {self.config.pipeline.ready_timeout_s:.0f} s: "
-                    "no node offers what `placement.ingest` asks for") from None
-            for ref in ingest.run.remote():
-                yield ray.get(ref)
-        finally:
-            ray.kill(ingest)
+            stream_id, uri, self.config, handles, self.catalog)
+        return FileAnalysis(ingest, uri, duration_s, self.config.pipeline.ready_timeout_s)
 
     def stop(self) -> None:
         if self._started_ray:

@@ -5,10 +5,12 @@
     media-ray sample DIR
     media-ray eval CLIPS... --brands DIR [--fps N] [--detectors a,b]
     media-ray bench | bench-detectors | bench-live
+    media-ray config-reference [--check FILE]
 
 The CLI checks what a user gave it (videos, brand folder, detector names, an explicitly
 requested CLIP model) before starting anything, and reports a bad input in one line with exit
-status 2. This module imports no Ray itself; the Ray layer (`actors/`) is loaded for the run.
+status 2. Ray and its layers (`actors/`, `deployments/`) are imported only by the commands that run
+on Ray, so `--help` and mistakes answer at once.
 """
 from __future__ import annotations
 
@@ -21,12 +23,11 @@ from typing import NoReturn
 from media_ray.catalog import BrandCatalog, CatalogError
 from media_ray.config import MediaRayConfig
 from media_ray.detectors import DetectorError, default_set, detector_class, parse_params
-from media_ray.exposure import ExposureAggregator, ExposureReport
-from media_ray.sources import SourceError, VideoInfo, probe
+from media_ray.exposure import ExposureReport
+from media_ray.sources import VIDEO_SUFFIXES, SourceError, VideoInfo, probe, videos_in
 
 log = logging.getLogger("media_ray")
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".ts", ".m4v", ".flv", ".mpg", ".mpeg")
 EXIT_USAGE = 2
 
 
@@ -44,7 +45,7 @@ def expand_videos(paths: list[str]) -> list[str]:
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found = sorted(str(f) for f in path.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES)
+            found = [str(f) for f in videos_in(path)]
             if not found:
                 _fail(f"{p}: folder holds no videos ({', '.join(VIDEO_SUFFIXES)})")
             out.extend(found)
@@ -63,7 +64,7 @@ def build_config(args: argparse.Namespace) -> MediaRayConfig:
     if args.batch_size is not None:
         config.sampling.batch_size = args.batch_size
     if args.clip_model is not None:
-        config.detectors.setdefault("clip", {})["model"] = args.clip_model
+        config.detectors.clip.model = args.clip_model
     return config
 
 
@@ -78,7 +79,7 @@ def choose_detectors(args: argparse.Namespace, config: MediaRayConfig) -> list[s
             if reason:
                 _fail(f"detector {name!r} cannot run: {reason}")
         return named
-    chosen, left_out = default_set(config.detectors)
+    chosen, left_out = default_set(config.params_for)
     for name, reason in left_out.items():
         print(f"note: {name} is not used: {reason}", file=sys.stderr)
     return chosen
@@ -124,7 +125,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     # the Ray layer, loaded only to run
-    from actors.runtime import DeploymentFailed, DeploymentTimeout, MediaRayRuntime
+    from media_ray.app.runtime import DeploymentFailed, DeploymentTimeout, MediaRayRuntime
 
     if not args.verbose:  # Ray Serve sets up its logger at INFO when imported
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
@@ -135,7 +136,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"analysing {len(infos)} video(s) with {', '.join(detectors)} on Ray", file=sys.stderr)
         for info, name in zip(infos, names):
             target = out if len(infos) == 1 else out / name
-            report = analyse_one(runtime, info, target, catalog, config, tqdm, not args.no_progress)
+            report = analyse_one(runtime, info, target, config, tqdm, not args.no_progress)
             print_report(report)
             print(f"wrote {target / 'frames.jsonl'} and {target / 'report.json'}", file=sys.stderr)
     except (DeploymentFailed, DeploymentTimeout) as e:
@@ -145,25 +146,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def analyse_one(runtime, info: VideoInfo, target: Path, catalog: BrandCatalog,
-                config: MediaRayConfig, tqdm, progress: bool) -> ExposureReport:
+def analyse_one(runtime, info: VideoInfo, target: Path, config: MediaRayConfig, tqdm,
+                progress: bool) -> ExposureReport:
     from media_ray.output import AnalysisWriter
 
-    fps = config.sampling.fps
-    aggregator = ExposureAggregator(catalog, fps, config.exposure)
-    bar = tqdm(total=info.expected_frames(fps), unit="frame", desc=info.name, disable=not progress,
-               file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+    bar = tqdm(total=info.expected_frames(config.sampling.fps), unit="frame", desc=info.name,
+               disable=not progress, file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
                           "[{rate_fmt}, elapsed {elapsed}, remaining {remaining}]")
+    analysis = runtime.analyse(info.uri, stream_id=info.name, duration_s=info.duration_s)
     with AnalysisWriter(target) as writer, bar:
-        for results in runtime.analyse(info.uri, stream_id=info.name):
+        for results in analysis:
             for r in results:
                 writer.write(r)
-                aggregator.add(r)
             bar.update(len(results))
-        report = aggregator.report(info.uri, info.duration_s)
-        writer.finish(report)
-    return report
+        writer.finish(analysis.report)
+    return analysis.report
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -186,8 +184,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import time
 
-    from actors.live_service import LiveService
-    from actors.runtime import DeploymentFailed, DeploymentTimeout
+    from media_ray.app.live_service import LiveService
+    from media_ray.app.runtime import DeploymentFailed, DeploymentTimeout
 
     if not args.verbose:
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
@@ -220,7 +218,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_live(args: argparse.Namespace) -> int:
-    from media_ray.bench import run_live_bench
+    from media_ray.app.bench import run_live_bench
 
     return run_live_bench(args)
 
@@ -231,8 +229,26 @@ def cmd_bench_detectors(args: argparse.Namespace) -> int:
     return run_detector_bench(args)
 
 
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from media_ray.configdoc import render, undocumented
+
+    text = render()
+    missing = undocumented()
+    if missing:
+        _fail(f"configuration fields without a description: {', '.join(missing)}")
+    if args.check is None:
+        sys.stdout.write(text)
+        return 0
+    current = Path(args.check).read_text() if Path(args.check).exists() else ""
+    if current != text:
+        print(f"{args.check} is not current: run `media-ray config-reference > {args.check}`", file=sys.stderr)
+        return 1
+    print(f"{args.check} is current", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from media_ray.bench import run_bench
+    from media_ray.app.bench import run_bench
 
     return run_bench(args)
 
@@ -308,6 +324,10 @@ def parser() -> argparse.ArgumentParser:
     bl.add_argument("--preset", default="vit-b-32", help="random CLIP size: vit-b-32 or tiny")
     bl.add_argument("--config", help="YAML configuration file")
     bl.set_defaults(func=cmd_bench_live)
+
+    cr = sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
+    cr.add_argument("--check", metavar="FILE", help="exit 1 unless FILE holds the current reference")
+    cr.set_defaults(func=cmd_config_reference)
     return ap
 
 

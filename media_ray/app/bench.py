@@ -1,0 +1,159 @@
+"""Benchmarks through Ray, each measured in one run on one machine.
+
+- `media-ray bench`: decoding alone, the CLIP detector alone (no Ray), and the whole Ray
+  pipeline with the same model. The CLIP model is randomly initialised at the size asked for
+  (ViT-B/32 by default), so the figures measure compute, not accuracy, and need no download.
+  The ratio printed last is the pipeline's frames/s over the slower of decoding and CLIP
+  alone: how much of the attainable speed the distribution keeps.
+- `media-ray bench-live`: live latency through the API for 1 and N simultaneous streams.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from media_ray.bench import make_bench_clip, percentile, rate
+from media_ray.catalog import BrandCatalog
+from media_ray.config import MediaRayConfig
+from media_ray.detectors import create
+from media_ray.samples import numbered_brands, write_catalog
+from media_ray.sources import batched, decode
+
+log = logging.getLogger(__name__)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from media_ray.randomclip import write_random_clip
+
+    config = MediaRayConfig.load(args.config)
+    config.sampling.fps = args.fps
+    config.sampling.batch_size = args.batch_size
+    with tempfile.TemporaryDirectory(prefix="media-ray-bench-") as tmp:
+        tmp = Path(tmp)
+        video = args.video or str(make_bench_clip(tmp, args.seconds))
+        catalog = BrandCatalog.from_folder(write_catalog(tmp / "logos", numbered_brands(10)))
+        model_dir = write_random_clip(tmp / "clip", args.preset)
+        config.detectors.clip.model = str(model_dir)
+        print(f"video {video}, {args.fps:g} frames/s analysed, batches of {args.batch_size}, "
+              f"random CLIP {args.preset}, {len(catalog)} brands")
+
+        start = time.perf_counter()
+        frames = sum(1 for _ in decode(video, args.fps, config.sampling.decode_threads))
+        decode_fps = rate(frames, time.perf_counter() - start)
+        print(f"decode alone          {decode_fps:8.2f} frames/s  ({frames} frames)")
+
+        batches = list(batched(decode(video, args.fps), "bench", args.batch_size))
+        detector = create("clip", catalog, config.params_for("clip"))
+        detector.detect(batches[0])  # warm-up: first-call allocations
+        start = time.perf_counter()
+        for b in batches[1:]:
+            detector.detect(b)
+        clip_fps = rate(frames - len(batches[0]), time.perf_counter() - start)
+        print(f"clip alone (no Ray)   {clip_fps:8.2f} frames/s")
+        del detector, batches
+
+        from media_ray.app.runtime import MediaRayRuntime
+
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+        with MediaRayRuntime(config, catalog, ["clip"]) as runtime:
+            # steady state, as for CLIP alone: the clock starts when the first batch is back
+            # (actor start-up and the replica's first call are left out), and counts the rest
+            first_at, done = None, 0
+            for results in runtime.analyse(video, stream_id="bench"):
+                if first_at is None:
+                    first_at = time.perf_counter()
+                else:
+                    done += len(results)
+            pipeline_fps = rate(done, time.perf_counter() - first_at)
+        print(f"ray pipeline          {pipeline_fps:8.2f} frames/s  ({done} frames after the first batch)")
+        slower = min(decode_fps, clip_fps)
+        print(f"pipeline / slower of decode and clip alone: {pipeline_fps / slower:.2f}  "
+              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    return 0
+
+
+def run_live_bench(args: argparse.Namespace) -> int:
+    """Live latency: 1 and N simultaneous streams played as live, frame arrival at the ingest
+    to its record on the WebSocket, with a random CLIP of the size asked for."""
+    import json
+    import socket
+    import threading
+
+    import httpx
+    from websockets.sync.client import connect
+
+    from media_ray.randomclip import write_random_clip
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    with tempfile.TemporaryDirectory(prefix="media-ray-live-bench-") as tmp:
+        tmp = Path(tmp)
+        video = args.video or str(make_bench_clip(tmp, args.seconds))
+        catalog = BrandCatalog.from_folder(write_catalog(tmp / "logos", numbered_brands(10)))
+        model_dir = write_random_clip(tmp / "clip", args.preset)
+        config = MediaRayConfig.load(args.config)
+        config.detectors.clip.model = str(model_dir)
+        config.http.port = free_port()
+        config.live.sampling.fps = args.fps
+        config.live.sampling.batch_size = 1
+        first = free_port()
+        config.live.rtmp_ports = (first, first)
+        config.placement.setdefault("clip", config.placement_for("clip").model_copy(
+            update={"max_batch_size": 8, "batch_wait_timeout_s": 0.05}))
+        print(f"video {video}, {args.fps:g} frames/s per stream, random CLIP {args.preset}, "
+              f"{len(catalog)} brands; latency = frame arrival at the ingest -> record on the WebSocket")
+
+        from media_ray.app.live_service import LiveService
+        from media_ray.topology import app_name
+
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        from ray import serve
+
+        with LiveService(config, catalog, ["clip"]) as service:
+            clip_app = serve.get_app_handle(app_name(config.ray.app_prefix, "clip"))
+            ws_base = service.url.replace("http://", "ws://")
+            for n in args.streams:
+                before = clip_app.stats.remote().result()
+                latencies: list[float] = []
+                lock = threading.Lock()
+                ids = [httpx.post(f"{service.url}/api/streams", json={"source": video, "name": f"s{i}"},
+                                  timeout=60).json()["id"] for i in range(n)]
+
+                def follow(sid: str) -> None:
+                    with connect(f"{ws_base}/ws/streams/{sid}", open_timeout=10) as ws:
+                        while True:
+                            try:
+                                record = json.loads(ws.recv(timeout=2.0))
+                            except TimeoutError:
+                                state = httpx.get(f"{service.url}/api/streams/{sid}", timeout=60).json()["state"]
+                                if state in ("ended", "failed"):
+                                    return
+                                continue
+                            with lock:
+                                latencies.append(time.time() - record["arrival"])
+
+                threads = [threading.Thread(target=follow, args=(sid,)) for sid in ids]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(timeout=args.seconds * 4 + 120)
+                statuses = [httpx.get(f"{service.url}/api/streams/{sid}", timeout=60).json() for sid in ids]
+                after = clip_app.stats.remote().result()
+                calls = after["calls"] - before["calls"]
+                mean_batch = (after["frames"] - before["frames"]) / calls if calls else float("nan")
+                dropped = sum(s["frames_dropped"] for s in statuses)
+                analysed = sum(s["frames_analysed"] for s in statuses)
+                print(f"{n} stream(s): latency p50 {percentile(latencies, 0.5):.2f} s, "
+                      f"p95 {percentile(latencies, 0.95):.2f} s; {analysed} frames analysed, "
+                      f"{dropped} dropped; mean batch {mean_batch:.1f} frames per model call")
+                for sid in ids:
+                    httpx.delete(f"{service.url}/api/streams/{sid}", timeout=60)
+    return 0

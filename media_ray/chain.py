@@ -1,0 +1,168 @@
+"""The stage chain, defined once: decode -> batch -> detect -> merge -> track -> exposure.
+
+Every runner goes through it: `run_local` in this process (`media-ray eval`, the benchmarks,
+notebooks), the `StreamIngest` actor for files on Ray and the `LiveIngest` actor for live
+streams. A runner decides only how the detect stage is carried out (detector objects here,
+Serve deployments there) and how batches are scheduled; the stages around it are here:
+
+- decode and batch: `file_batches` for a file or URL (frames sampled at `sampling.fps`,
+  `sampling.batch_size` to a FrameBatch); a live runner stacks what its buffer hands out with
+  `FrameBatch.stack`, sampled by the same `FrameSampler`.
+- merge, track, exposure: a `StageChain` per stream. `push(batch, per_detector)` takes every
+  detector's results for one batch, keeps one detection per logo (`merge`), passes them
+  through the `DetectionTracker` (hysteresis and bridging, which holds `tracking.delay`
+  analysed frames back), adds the results that are ready to the exposure tally and returns
+  them in time order; `finish()` returns the rest at the end of the stream.
+
+So a file analysed in this process, through `StreamIngest`, or played as a live source (with
+`tracking.live` on) gives the same detections frame for frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import cv2
+
+from media_ray.boxes import nms
+from media_ray.catalog import BrandCatalog
+from media_ray.config import ExposureConfig, MediaRayConfig, MergeConfig, SamplingConfig
+from media_ray.detectors import Detector
+from media_ray.exposure import ExposureAggregator, ExposureReport
+from media_ray.model import Detection, FrameBatch, FrameResult
+from media_ray.sources import batched, decode
+from media_ray.tracking import DetectionTracker, TrackingConfig
+
+log = logging.getLogger(__name__)
+
+
+def file_batches(uri: str, stream_id: str, sampling: SamplingConfig) -> Iterator[FrameBatch]:
+    """The decode and batch stages for a file or URL: FrameBatches numbered from 0."""
+    return batched(decode(uri, sampling.fps, sampling.decode_threads), stream_id, sampling.batch_size)
+
+
+def merge_results(per_detector: Sequence[list[FrameResult]], merge: MergeConfig | None = None) -> list[FrameResult]:
+    """Several detectors' results for the same frames as one result per frame.
+
+    A logo found by several detectors is reported once: of detections with the same label
+    whose boxes overlap by `merge.same_logo_iou` or more, or one inside the other by
+    `merge.same_logo_inside`, the highest-scoring is kept.
+    """
+    if not per_detector:
+        raise ValueError("no detector results to merge")
+    merge = merge or MergeConfig()
+    merged = list(per_detector[0])
+    for results in per_detector[1:]:
+        if len(results) != len(merged):
+            raise ValueError("detectors returned different numbers of frames")
+        merged = [a.merge(b) for a, b in zip(merged, results)]
+    if len(per_detector) > 1:
+        merged = [r.model_copy(update={"detections": one_per_logo(r.detections, merge)}) for r in merged]
+    return merged
+
+
+def one_per_logo(detections: list[Detection], merge: MergeConfig | None = None) -> list[Detection]:
+    """The detections, highest score first, without those repeating a better one's logo."""
+    merge = merge or MergeConfig()
+    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)
+    boxed = [i for i in order if detections[i].box is not None]
+    kept = set(nms([detections[i].box for i in boxed], [detections[i].score for i in boxed],  # type: ignore[misc]
+                   labels=[detections[i].label for i in boxed], iou=merge.same_logo_iou,
+                   inside=merge.same_logo_inside, same_label=True))
+    kept_boxed = {boxed[k] for k in kept}
+    return [detections[i] for i in order if detections[i].box is None or i in kept_boxed]
+
+
+class StageChain:
+    """Merge, track and exposure for one stream's batches, pushed in time order."""
+
+    def __init__(self, catalog: BrandCatalog | None, fps: float, *, tracking: TrackingConfig | None = None,
+                 merge: MergeConfig | None = None, exposure: ExposureConfig | None = None):
+        self.merge = merge or MergeConfig()
+        self.tracker = DetectionTracker(tracking) if tracking is not None and tracking.enabled else None
+        self.exposure = ExposureAggregator(catalog, fps, exposure)
+        self.frames_in = 0
+        self.frames_out = 0
+
+    @classmethod
+    def for_files(cls, config: MediaRayConfig, catalog: BrandCatalog | None) -> StageChain:
+        """The chain of a file or URL analysed as a whole (`analyze`, `eval`)."""
+        return cls(catalog, config.sampling.fps, tracking=config.tracking, merge=config.merge,
+                   exposure=config.exposure)
+
+    @classmethod
+    def for_live(cls, config: MediaRayConfig, catalog: BrandCatalog | None, fps: float) -> StageChain:
+        """The chain of a live stream: tracking only with `tracking.live`, since it holds
+        `tracking.delay` analysed frames back before a viewer sees them."""
+        tracking = config.tracking if config.tracking.live else None
+        return cls(catalog, fps, tracking=tracking, merge=config.merge, exposure=config.exposure)
+
+    def push(self, batch: FrameBatch, per_detector: Sequence[list[FrameResult]]) -> list[FrameResult]:
+        """Every detector's results for the next batch; returns the results now ready. Each
+        result carries its frame's `arrival` (wall-clock time at the ingest) from the batch."""
+        merged = merge_results(per_detector, self.merge)
+        if len(batch.arrival) == len(merged):
+            merged = [r.model_copy(update={"arrival": float(a)}) for r, a in zip(merged, batch.arrival)]
+        self.frames_in += len(merged)
+        if self.tracker is None:
+            ready = merged
+        else:
+            ready = [out for r in merged for out in self.tracker.push(r)]
+        return self._emit(ready)
+
+    def finish(self) -> list[FrameResult]:
+        """The results still held back, at the end of the stream."""
+        return self._emit(self.tracker.flush() if self.tracker is not None else [])
+
+    def report(self, video: str, duration_s: float | None = None) -> ExposureReport:
+        """Exposure of the results returned so far."""
+        return self.exposure.report(video, duration_s)
+
+    def _emit(self, ready: list[FrameResult]) -> list[FrameResult]:
+        for r in ready:
+            self.exposure.add(r)
+        self.frames_out += len(ready)
+        return ready
+
+
+def detect_batch(detectors: Sequence[Detector], batch: FrameBatch,
+                 pool: ThreadPoolExecutor | None = None) -> list[list[FrameResult]]:
+    """The detect stage in this process: every detector's results for one batch. With a pool,
+    the detectors run at the same time (they spend their time in OpenCV, numpy and ONNX
+    Runtime, which release the GIL), as they do in separate Ray deployments."""
+    if pool is None or len(detectors) < 2:
+        return [d.detect(batch) for d in detectors]
+    return list(pool.map(lambda d: d.detect(batch), detectors))
+
+
+@contextmanager
+def _opencv_threads_shared(concurrent: int) -> Iterator[None]:
+    """OpenCV's threads divided among detectors running side by side: each of its parallel
+    loops otherwise starts a thread per core, and on a few cores the detectors' threads
+    spin against each other (a third of the CPU time lost on two cores, measured)."""
+    previous = cv2.getNumThreads()
+    if concurrent > 1:
+        cv2.setNumThreads(max(1, (os.cpu_count() or 1) // concurrent))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
+def run_local(batches: Iterable[FrameBatch], detectors: Sequence[Detector], chain: StageChain,
+              concurrent: bool = True) -> Iterator[FrameResult]:
+    """One stream's frame results in time order, through `chain`, in this process.
+
+    With `concurrent`, the detectors of a batch run in threads of their own. Results held
+    back by the chain's tracker come out a few frames late, and all of them by the end.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, len(detectors)), thread_name_prefix="detector") as pool, \
+            _opencv_threads_shared(len(detectors) if concurrent else 1):
+        for batch in batches:
+            log.debug("batch %s/%d: %d frames", batch.stream_id, batch.seq, len(batch))
+            yield from chain.push(batch, detect_batch(detectors, batch, pool if concurrent else None))
+    yield from chain.finish()
