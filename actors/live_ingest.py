@@ -8,6 +8,7 @@ fan-out reads them. Dropped frames are counted and shown in the stream's status.
 back passes through the stream's `StageChain` (merge, exposure; tracking with `tracking.live`),
 the chain every runner uses.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,8 @@ from ray.serve.handle import DeploymentHandle
 from actors.store import connect_store
 from media_ray.buffering import DropOldestBuffer
 from media_ray.catalog import BrandCatalog
-from media_ray.config import MediaRayConfig
 from media_ray.chain import StageChain
+from media_ray.config import MediaRayConfig
 from media_ray.hls import HlsWriter
 from media_ray.live import LiveSource
 from media_ray.model import FrameBatch, FrameResult
@@ -36,8 +37,15 @@ log = logging.getLogger(__name__)
 
 @ray.remote
 class LiveIngest:
-    def __init__(self, status: StreamStatus, uri: str | None, config: MediaRayConfig,
-                 detectors: dict[str, DeploymentHandle], catalog: BrandCatalog, hls_dir: str | None):
+    def __init__(
+        self,
+        status: StreamStatus,
+        uri: str | None,
+        config: MediaRayConfig,
+        detectors: dict[str, DeploymentHandle],
+        catalog: BrandCatalog,
+        hls_dir: str | None,
+    ):
         self.status = status
         self.uri = uri
         self.config = config
@@ -64,9 +72,13 @@ class LiveIngest:
             scheme, kind = source_kind(self.uri)
             # files, local or over http(s), and VOD playlists are played as live: paced by their
             # own timestamps, so the detectors see them as a live viewer would
-            cfg = self.config.live.source.model_copy(update={
-                "fps": self.status.fps, "buffer_size": self.config.live.queue_frames,
-                "realtime": kind.is_file or scheme in self.config.live.paced_schemes})
+            cfg = self.config.live.source.model_copy(
+                update={
+                    "fps": self.status.fps,
+                    "buffer_size": self.config.live.queue_frames,
+                    "realtime": kind.is_file or scheme in self.config.live.paced_schemes,
+                }
+            )
             self.source = LiveSource(self.uri, cfg, on_state=self._on_state_threadsafe, hls=self.hls)
             self.buffer = self.source.buffer
             self.source.start()
@@ -107,8 +119,14 @@ class LiveIngest:
         now = time.time()
         if self._webcam_t0 is None:
             self._webcam_t0 = now
-        self.buffer.put(DecodedFrame(t=now - self._webcam_t0, index=self._webcam_index,
-                                     rgb=cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB), arrival=now))
+        self.buffer.put(
+            DecodedFrame(
+                t=now - self._webcam_t0,
+                index=self._webcam_index,
+                rgb=cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB),
+                arrival=now,
+            )
+        )
         self._webcam_index += 1
         self.status = self.status.update(frames_received=self.status.frames_received + 1)
         return self.buffer.dropped
@@ -129,9 +147,15 @@ class LiveIngest:
             if self.status.frame_width is None:
                 h, w = frames[0].rgb.shape[:2]
                 self.status = self.status.update(frame_width=w, frame_height=h)
-            batch = FrameBatch.stack(self.status.id, self._seq, [f.rgb for f in frames], [f.t for f in frames],
-                                     [f.index for f in frames], [f.arrival for f in frames],
-                                     catalog_version=self.catalog_version)
+            batch = FrameBatch.stack(
+                self.status.id,
+                self._seq,
+                [f.rgb for f in frames],
+                [f.t for f in frames],
+                [f.index for f in frames],
+                [f.arrival for f in frames],
+                catalog_version=self.catalog_version,
+            )
             self._seq += 1
             await in_flight.put(asyncio.ensure_future(self._detect(batch)))
         await in_flight.put(None)
@@ -187,5 +211,4 @@ class LiveIngest:
             self.status = self.status.update(frames_received=self.source.frames)
         self.status = self.status.update(frames_dropped=self.buffer.dropped)
         report = self.chain.report(self.status.source)
-        await self.store.put_meta(self.status.id, {"status": self.status.model_dump(),
-                                                   "report": report.model_dump()})
+        await self.store.put_meta(self.status.id, {"status": self.status.model_dump(), "report": report.model_dump()})

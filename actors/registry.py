@@ -6,6 +6,7 @@ the live catalogue (its version travels with every FrameBatch, so detector repli
 a change without a restart). Finished streams' status and results stay in the results store
 until removed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,6 +25,7 @@ from media_ray.streams import StreamRequest, StreamStatus, new_stream_id, new_st
 from media_ray.topology import StreamError, plan_apps
 
 log = logging.getLogger(__name__)
+
 
 @ray.remote(num_cpus=0)
 class StreamRegistry:
@@ -69,20 +71,30 @@ class StreamRegistry:
         detectors = request.detectors or self.config.live.detectors or self.detectors
         unknown = [d for d in detectors if d not in self.detectors]
         if unknown:
-            raise StreamError(f"detectors not deployed here: {', '.join(unknown)} "
-                              f"(deployed: {', '.join(self.detectors)})")
+            raise StreamError(
+                f"detectors not deployed here: {', '.join(unknown)} (deployed: {', '.join(self.detectors)})"
+            )
         tier, fallback = self._choose_tier(request.tier, detectors)
         sid = new_stream_id()
         uri = self._source_uri(request, sid)
-        status = StreamStatus(id=sid, name=request.name or sid, source=request.source, kind=request.kind,
-                              fps=request.fps or self.config.live.sampling.fps, detectors=detectors,
-                              tier_requested=request.tier, tier=tier, fallback=fallback,
-                              publish_url=self._publish_url(uri) if request.kind == "rtmp" else None,
-                              hls_url=None if request.kind == "webcam" else f"/streams/{sid}/hls/index.m3u8")
+        status = StreamStatus(
+            id=sid,
+            name=request.name or sid,
+            source=request.source,
+            kind=request.kind,
+            fps=request.fps or self.config.live.sampling.fps,
+            detectors=detectors,
+            tier_requested=request.tier,
+            tier=tier,
+            fallback=fallback,
+            publish_url=self._publish_url(uri) if request.kind == "rtmp" else None,
+            hls_url=None if request.kind == "webcam" else f"/streams/{sid}/hls/index.m3u8",
+        )
         hls_dir = None if request.kind == "webcam" else str(self.hls_root / sid)
-        ingest = LiveIngest.options(**self.config.placement_for("ingest").ray_actor_options(),
-                                    max_concurrency=self.config.live.ingest_concurrency).remote(
-            status, uri, self.config, self._handles(detectors, tier), self._catalog, hls_dir)
+        ingest = LiveIngest.options(
+            **self.config.placement_for("ingest").ray_actor_options(),
+            max_concurrency=self.config.live.ingest_concurrency,
+        ).remote(status, uri, self.config, self._handles(detectors, tier), self._catalog, hls_dir)
         self.ingests[sid] = ingest
         self.statuses[sid] = status
         return await ingest.start.remote()
@@ -108,8 +120,11 @@ class StreamRegistry:
         return next((p for p in range(first, last + 1) if p not in used), None)
 
     def _handles(self, detectors: list[str], tier: str | None) -> dict:
-        return {a.detector: serve.get_app_handle(a.name) for a in self.apps
-                if a.detector in detectors and a.tier in (None, tier)}
+        return {
+            a.detector: serve.get_app_handle(a.name)
+            for a in self.apps
+            if a.detector in detectors and a.tier in (None, tier)
+        }
 
     def _choose_tier(self, requested: str | None, detectors: list[str]) -> tuple[str | None, bool]:
         """The first tier, the requested one first, whose tiered detectors are running."""

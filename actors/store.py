@@ -5,10 +5,12 @@ process that needs it (ingest actors, the API ingress) calls `connect_store(conf
 an `ActorStore`, a client with the `ResultStore` interface. With `kind: redis` the same call
 returns a `RedisStore` and no actor is involved, so callers never care which one they have.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -17,6 +19,7 @@ from media_ray.store import MemoryStore, RedisStore, ResultStore
 from media_ray.topology import STORE_NAME
 
 log = logging.getLogger(__name__)
+
 
 @ray.remote(num_cpus=0)
 class ResultStoreActor:
@@ -31,8 +34,9 @@ class ResultStoreActor:
     async def history(self, stream_id: str, since: float | None, limit: int) -> list[dict[str, Any]]:
         return await self.store.history(stream_id, since, limit)
 
-    async def follow(self, stream_id: str, cursor: str | None, timeout_s: float,
-                     limit: int) -> tuple[list[dict[str, Any]], str]:
+    async def follow(
+        self, stream_id: str, cursor: str | None, timeout_s: float, limit: int
+    ) -> tuple[list[dict[str, Any]], str]:
         return await self.store.follow(stream_id, cursor, timeout_s, limit)
 
     async def put_meta(self, stream_id: str, meta: dict[str, Any]) -> None:
@@ -57,12 +61,12 @@ class ActorStore(ResultStore):
     async def append(self, stream_id: str, records: list[dict[str, Any]]) -> None:
         await self.actor.append.remote(stream_id, records)
 
-    async def history(self, stream_id: str, since: float | None = None,
-                      limit: int = 1000) -> list[dict[str, Any]]:
+    async def history(self, stream_id: str, since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         return await self.actor.history.remote(stream_id, since, limit)
 
-    async def follow(self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0,
-                     limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
+    async def follow(
+        self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], str]:
         return await self.actor.follow.remote(stream_id, cursor, timeout_s, limit)
 
     async def put_meta(self, stream_id: str, meta: dict[str, Any]) -> None:
@@ -82,16 +86,19 @@ class ActorStore(ResultStore):
         pass
 
 
-def _embedded(config: StoreConfig, name: str, namespace: str | None,
-              actor_options: dict[str, Any]) -> ResultStore:
-    options = {**actor_options, "name": name, "namespace": namespace, "get_if_exists": True,
-               "max_concurrency": config.max_concurrent_calls}
+def _embedded(config: StoreConfig, name: str, namespace: str | None, actor_options: dict[str, Any]) -> ResultStore:
+    options = {
+        **actor_options,
+        "name": name,
+        "namespace": namespace,
+        "get_if_exists": True,
+        "max_concurrency": config.max_concurrent_calls,
+    }
     log.debug("results store: actor %s in namespace %s", name, namespace or "(the caller's)")
     return ActorStore(ResultStoreActor.options(**options).remote(config))
 
 
-def _redis(config: StoreConfig, name: str, namespace: str | None,
-           actor_options: dict[str, Any]) -> ResultStore:
+def _redis(config: StoreConfig, name: str, namespace: str | None, actor_options: dict[str, Any]) -> ResultStore:
     return RedisStore.from_config(config)
 
 
@@ -102,8 +109,12 @@ CONNECTORS: dict[str, Callable[[StoreConfig, str, str | None, dict[str, Any]], R
 }
 
 
-def connect_store(config: StoreConfig, name: str = STORE_NAME, namespace: str | None = None,
-                  actor_options: dict[str, Any] | None = None) -> ResultStore:
+def connect_store(
+    config: StoreConfig,
+    name: str = STORE_NAME,
+    namespace: str | None = None,
+    actor_options: dict[str, Any] | None = None,
+) -> ResultStore:
     """The store every process of the cluster shares, of the configured kind. Needs `ray.init` done.
 
     `embedded`: gets the actor called `name` in `namespace`, creating it (with `actor_options`,

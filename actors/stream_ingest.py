@@ -29,8 +29,14 @@ _DONE = object()
 
 @ray.remote
 class StreamIngest:
-    def __init__(self, stream_id: str, uri: str, config: MediaRayConfig,
-                 detectors: dict[str, DeploymentHandle], catalog: BrandCatalog | None = None):
+    def __init__(
+        self,
+        stream_id: str,
+        uri: str,
+        config: MediaRayConfig,
+        detectors: dict[str, DeploymentHandle],
+        catalog: BrandCatalog | None = None,
+    ):
         if not detectors:
             raise ValueError("StreamIngest needs at least one detector")
         self.stream_id = stream_id
@@ -69,9 +75,13 @@ class StreamIngest:
         return self.chain.push(batch, per_detector)
 
     def status(self) -> dict:
-        return {"stream_id": self.stream_id, "frames_sent": self.frames_sent,
-                "frames_done": self.frames_done, "peak_in_flight": self.peak_in_flight,
-                "max_in_flight": self.max_in_flight}
+        return {
+            "stream_id": self.stream_id,
+            "frames_sent": self.frames_sent,
+            "frames_done": self.frames_done,
+            "peak_in_flight": self.peak_in_flight,
+            "max_in_flight": self.max_in_flight,
+        }
 
     def report(self, video: str, duration_s: float | None = None) -> ExposureReport:
         """Exposure of the results yielded so far."""

@@ -47,8 +47,14 @@ class MediaRayAPI:
 
     @staticmethod
     def _brand_json(b: Brand) -> dict:
-        return {"id": b.id, "name": b.name, "aliases": list(b.aliases), "prompts": list(b.prompts),
-                "hex": "%02X%02X%02X" % b.colour if b.colour else None, "has_image": b.image is not None}
+        return {
+            "id": b.id,
+            "name": b.name,
+            "aliases": list(b.aliases),
+            "prompts": list(b.prompts),
+            "hex": "{:02X}{:02X}{:02X}".format(*b.colour) if b.colour else None,
+            "has_image": b.image is not None,
+        }
 
     @staticmethod
     async def _until_closed(ws: WebSocket) -> None:
@@ -70,8 +76,10 @@ class MediaRayAPI:
 
     @api.get("/api/health")
     async def health(self) -> dict:
-        apps = {name: s.status.value if hasattr(s.status, "value") else str(s.status)
-                for name, s in serve.status().applications.items()}
+        apps = {
+            name: s.status.value if hasattr(s.status, "value") else str(s.status)
+            for name, s in serve.status().applications.items()
+        }
         return {"ok": True, "applications": apps, "streams": len(await self.registry.list.remote())}
 
     # -- streams ---------------------------------------------------------------------------
@@ -135,13 +143,25 @@ class MediaRayAPI:
         return [self._brand_json(b) for b in await self.registry.catalog.remote()]
 
     @api.post("/api/brands", status_code=201)
-    async def add_brand(self, id: str = Form(...), name: str = Form(""), prompts: str = Form(""),
-                        aliases: str = Form(""), hex: str = Form("", description="main colour, RRGGBB"),
-                        image: UploadFile | None = File(None)) -> dict:
+    async def add_brand(
+        self,
+        id: str = Form(...),
+        name: str = Form(""),
+        prompts: str = Form(""),
+        aliases: str = Form(""),
+        hex: str = Form("", description="main colour, RRGGBB"),
+        image: UploadFile | None = File(None),
+    ) -> dict:
         rgba = decode_brand_image(await image.read()) if image is not None else None
         split = lambda s: tuple(p.strip() for p in s.split(",") if p.strip())  # noqa: E731
-        brand = Brand(id=id, name=name or id, aliases=split(aliases), prompts=split(prompts),
-                      colour=parse_colour(hex), image=rgba)
+        brand = Brand(
+            id=id,
+            name=name or id,
+            aliases=split(aliases),
+            prompts=split(prompts),
+            colour=parse_colour(hex),
+            image=rgba,
+        )
         version = await self.registry.add_brand.remote(brand)
         return {**self._brand_json(brand), "catalog_version": version}
 

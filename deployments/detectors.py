@@ -5,6 +5,7 @@ at the call site, resolved from the object store by Serve); `@serve.batch` gathe
 of many streams into one model call, run in a worker thread so the replica's event loop keeps
 accepting requests. Placement (resources, replicas, node labels) comes from the config tree.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,10 +26,18 @@ log = logging.getLogger(__name__)
 
 _BATCH_DEFAULTS = PlacementConfig()
 
+
 @serve.deployment
 class DetectorDeployment:
-    def __init__(self, detector: str, catalog: BrandCatalog, params: dict,
-                 max_batch_size: int, batch_wait_timeout_s: float, threads: int = 0):
+    def __init__(
+        self,
+        detector: str,
+        catalog: BrandCatalog,
+        params: dict,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        threads: int = 0,
+    ):
         set_compute_threads(threads)
         self.detector = create(detector, catalog, params)
         set_compute_threads(threads)  # again: creating it may have imported torch
@@ -56,15 +65,21 @@ class DetectorDeployment:
             log.info("catalogue %s -> %s (%d brands)", version, catalog.version, len(catalog))
 
     # the sizes are set per replica in __init__, from its placement
-    @serve.batch(max_batch_size=_BATCH_DEFAULTS.max_batch_size, batch_wait_timeout_s=_BATCH_DEFAULTS.batch_wait_timeout_s)
+    @serve.batch(
+        max_batch_size=_BATCH_DEFAULTS.max_batch_size,
+        batch_wait_timeout_s=_BATCH_DEFAULTS.batch_wait_timeout_s,
+    )
     async def detect(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
         return await asyncio.to_thread(self._detect_together, batches)
 
     def stats(self) -> dict:
         """Model calls made by this replica, the frames they held, and the node it runs on."""
-        return {"calls": self._calls, "frames": self._frames,
-                "mean_batch_frames": self._frames / self._calls if self._calls else 0.0,
-                "node_id": ray.get_runtime_context().get_node_id()}
+        return {
+            "calls": self._calls,
+            "frames": self._frames,
+            "mean_batch_frames": self._frames / self._calls if self._calls else 0.0,
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
 
     def _detect_together(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
         """Run batches of the same frame size as one detector call, then split the results."""
@@ -79,21 +94,25 @@ class DetectorDeployment:
                 out[members[0]] = self.detector.detect(batches[members[0]])
                 continue
             parts = [batches[i] for i in members]
-            joined = FrameBatch(stream_id="+".join(p.stream_id for p in parts), seq=parts[0].seq,
-                                frames=np.concatenate([p.frames for p in parts]),
-                                times=np.concatenate([p.times for p in parts]),
-                                indices=np.concatenate([p.indices for p in parts]))
+            joined = FrameBatch(
+                stream_id="+".join(p.stream_id for p in parts),
+                seq=parts[0].seq,
+                frames=np.concatenate([p.frames for p in parts]),
+                times=np.concatenate([p.times for p in parts]),
+                indices=np.concatenate([p.indices for p in parts]),
+            )
             results = self.detector.detect(joined)
             start = 0
             for i, p in zip(members, parts):
-                out[i] = results[start:start + len(p)]
+                out[i] = results[start : start + len(p)]
                 start += len(p)
         log.debug("detected %d batches, %d frames", len(batches), sum(len(b) for b in batches))
         return out
 
 
-def detector_app(detector: str, catalog: BrandCatalog, config: MediaRayConfig,
-                 tier: str | None = None) -> serve.Application:
+def detector_app(
+    detector: str, catalog: BrandCatalog, config: MediaRayConfig, tier: str | None = None
+) -> serve.Application:
     """The Serve application of one detector (of one tier), placed as the config says."""
     placement = config.placement_for(detector, tier)
     return DetectorDeployment.options(
@@ -101,5 +120,11 @@ def detector_app(detector: str, catalog: BrandCatalog, config: MediaRayConfig,
         num_replicas=placement.replicas,
         ray_actor_options=placement.ray_actor_options(),
         max_ongoing_requests=placement.max_ongoing_requests,
-    ).bind(detector, catalog, config.params_for(detector),
-           placement.max_batch_size, placement.batch_wait_timeout_s, placement.threads)
+    ).bind(
+        detector,
+        catalog,
+        config.params_for(detector),
+        placement.max_batch_size,
+        placement.batch_wait_timeout_s,
+        placement.threads,
+    )

@@ -2,4 +2,5 @@
 
 Nothing in this package imports Ray; `actors/` and `deployments/` wrap it for Ray.
 """
+
 __version__ = "0.1.0"

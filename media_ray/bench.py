@@ -7,6 +7,7 @@ The benchmarks of the core, without Ray (those through Ray are in `media_ray.app
   catalogue: each alone, then the set side by side with the temporal stage, as `analyze` and
   `eval` run them in one process. Frames are decoded first, so the figures are analysis only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,17 @@ def make_bench_clip(folder: Path, seconds: float, background: str = "noise") -> 
     brands = numbered_brands(10)
     marks = {bid: make_mark(name, colour, seed=i) for i, (bid, (name, colour)) in enumerate(brands.items())}
     ids = list(brands)
-    tracks = [Track(ids[i], i * seconds / 10, i * seconds / 10 + seconds / 4, (100 + 90 * i, 80), (200 + 60 * i, 400), 260)
-              for i in range(10)]
+    tracks = [
+        Track(
+            ids[i],
+            i * seconds / 10,
+            i * seconds / 10 + seconds / 4,
+            (100 + 90 * i, 80),
+            (200 + 60 * i, 400),
+            260,
+        )
+        for i in range(10)
+    ]
     path = folder / "bench.mp4"
     render_clip(path, marks, tracks, seconds=seconds, fps=30, size=(1280, 720), seed=3, background=background)
     return path
@@ -43,8 +53,8 @@ def rate(frames: int, seconds: float) -> float:
 
 
 def run_detector_bench(args: argparse.Namespace) -> int:
-    from media_ray.detectors import default_set
     from media_ray.chain import StageChain, run_local
+    from media_ray.detectors import default_set
     from media_ray.sources import probe
 
     config = MediaRayConfig.load(args.config)
@@ -64,8 +74,10 @@ def run_detector_bench(args: argparse.Namespace) -> int:
         batches = list(batched(decode(video, args.fps, config.sampling.decode_threads), "bench", batch_size))
         frames = sum(len(b) for b in batches)
         decode_fps = rate(frames, time.perf_counter() - start)
-        print(f"video {video} ({info.width}x{info.height}), {frames} frames at {args.fps:g} frames/s, "
-              f"{len(catalog)} brands, batches of {batch_size}, {os.cpu_count()} cores")
+        print(
+            f"video {video} ({info.width}x{info.height}), {frames} frames at {args.fps:g} frames/s, "
+            f"{len(catalog)} brands, batches of {batch_size}, {os.cpu_count()} cores"
+        )
         print(f"{'decode':<28}{decode_fps:8.2f} frames/s")
         warm, timed = batches[:1], batches[1:]
         timed_frames = frames - len(warm[0]) if warm else 0
@@ -81,8 +93,7 @@ def run_detector_bench(args: argparse.Namespace) -> int:
         analysed = sum(1 for _ in run_local(timed, detectors, StageChain.for_files(config, catalog)))
         set_fps = rate(analysed, time.perf_counter() - start)
         label = "+".join(names) + (" +tracking" if config.tracking.enabled else "")
-        print(f"{'set, side by side':<28}{set_fps:8.2f} frames/s  ({label}; load average "
-              f"{os.getloadavg()[0]:.1f})")
+        print(f"{'set, side by side':<28}{set_fps:8.2f} frames/s  ({label}; load average {os.getloadavg()[0]:.1f})")
     return 0
 
 

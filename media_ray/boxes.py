@@ -7,6 +7,7 @@ non-maximum suppression, `nms`, whose options cover the detectors' own suppressi
 boxes, or only boxes of different labels) and the merge of several detectors' results (only
 boxes of the same label).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -81,8 +82,14 @@ def to_source(box: Box, scale: float) -> Box:
 _iou = iou  # `nms` names its threshold `iou`
 
 
-def nms(boxes: Sequence[Box | None], scores: Sequence[float], labels: Sequence[str] | None = None,
-        iou: float = 0.5, inside: float | None = None, same_label: bool | None = None) -> list[int]:
+def nms(
+    boxes: Sequence[Box | None],
+    scores: Sequence[float],
+    labels: Sequence[str] | None = None,
+    iou: float = 0.5,
+    inside: float | None = None,
+    same_label: bool | None = None,
+) -> list[int]:
     """Greedy non-maximum suppression: the indices of the boxes kept, highest score first.
 
     The boxes are taken in order of falling score (equal scores in the order given). Each is
@@ -100,8 +107,11 @@ def nms(boxes: Sequence[Box | None], scores: Sequence[float], labels: Sequence[s
     kept: list[int] = []
     for i in sorted(range(len(boxes)), key=lambda i: -scores[i]):
         b = boxes[i]
-        if b is None or not any(_suppresses(boxes[k], b, iou, inside) for k in kept
-                                if same_label is None or (labels[k] == labels[i]) == same_label):
+        if b is None or not any(
+            _suppresses(boxes[k], b, iou, inside)
+            for k in kept
+            if same_label is None or (labels[k] == labels[i]) == same_label
+        ):
             kept.append(i)
     return kept
 

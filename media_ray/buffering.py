@@ -8,6 +8,7 @@
   one source of its defaults (`Backoff()` and `Backoff.from_config(BackoffConfig())` wait the
   same).
 """
+
 from __future__ import annotations
 
 import random
@@ -76,12 +77,20 @@ class BackoffConfig(BaseModel):
     source is live."""
 
     initial_s: float = Field(0.5, gt=0, description="seconds to wait before the first reconnect")
-    factor: float = Field(2.0, ge=1, description="each further wait is this many times the one "
-                                                  "before (1: always wait initial_s)")
+    factor: float = Field(
+        2.0,
+        ge=1,
+        description="each further wait is this many times the one before (1: always wait initial_s)",
+    )
     max_s: float = Field(30.0, gt=0, description="the longest wait between reconnects, in seconds")
-    jitter: float = Field(0.1, ge=0, lt=1, description="each wait varies at random by up to this "
-                          "fraction of itself, so that streams that dropped together do not all "
-                          "reconnect at once (0: exact waits)")
+    jitter: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="each wait varies at random by up to this "
+        "fraction of itself, so that streams that dropped together do not all "
+        "reconnect at once (0: exact waits)",
+    )
 
 
 _DEFAULTS = BackoffConfig()
@@ -91,8 +100,13 @@ class Backoff:
     """Exponential delays: initial, initial*factor, ... capped at max_s, each varied by up to
     +-jitter of itself (0: exact, for tests). The defaults are `BackoffConfig`'s."""
 
-    def __init__(self, initial_s: float = _DEFAULTS.initial_s, factor: float = _DEFAULTS.factor,
-                 max_s: float = _DEFAULTS.max_s, jitter: float = _DEFAULTS.jitter):
+    def __init__(
+        self,
+        initial_s: float = _DEFAULTS.initial_s,
+        factor: float = _DEFAULTS.factor,
+        max_s: float = _DEFAULTS.max_s,
+        jitter: float = _DEFAULTS.jitter,
+    ):
         self.initial_s, self.factor, self.max_s, self.jitter = initial_s, factor, max_s, jitter
         self._n = 0
 
@@ -101,7 +115,7 @@ class Backoff:
         return cls(c.initial_s, c.factor, c.max_s, c.jitter)
 
     def next_delay(self) -> float:
-        delay = min(self.max_s, self.initial_s * self.factor ** self._n)
+        delay = min(self.max_s, self.initial_s * self.factor**self._n)
         self._n += 1
         if self.jitter:
             delay *= 1.0 + random.uniform(-self.jitter, self.jitter)

@@ -5,6 +5,7 @@ own shape; RGB is taken as is), optionally with a `brands.json` that gives each 
 name, aliases, text prompts and main colour, either as a list of objects with an `id` or as a
 mapping from id to object. Or it is a list of plain names, for zero-shot detectors.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -136,7 +137,7 @@ class BrandCatalog:
         return [b for b in self.brands if b.image is not None]
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "BrandCatalog":
+    def from_folder(cls, folder: str | Path) -> BrandCatalog:
         folder = Path(folder)
         if not folder.is_dir():
             raise CatalogError(f"brand folder {folder} does not exist or is not a folder")
@@ -145,30 +146,42 @@ class BrandCatalog:
         brands = []
         for path in images:
             info = meta.get(path.stem, {})
-            brands.append(Brand(
-                id=path.stem,
-                name=str(info.get("name") or path.stem),
-                aliases=tuple(info.get("aliases", ())),
-                prompts=tuple(info.get("prompts", ())),
-                colour=_hex_to_rgb(info.get("hex") or info.get("colour")),
-                image=_read_rgba(path),
-            ))
+            brands.append(
+                Brand(
+                    id=path.stem,
+                    name=str(info.get("name") or path.stem),
+                    aliases=tuple(info.get("aliases", ())),
+                    prompts=tuple(info.get("prompts", ())),
+                    colour=_hex_to_rgb(info.get("hex") or info.get("colour")),
+                    image=_read_rgba(path),
+                )
+            )
         # brands.json may also name brands without an image: text-only, for zero-shot detectors
         for brand_id, info in meta.items():
             if not any(b.id == brand_id for b in brands):
-                brands.append(Brand(id=brand_id, name=str(info.get("name") or brand_id),
-                                    aliases=tuple(info.get("aliases", ())),
-                                    prompts=tuple(info.get("prompts", ())),
-                                    colour=_hex_to_rgb(info.get("hex") or info.get("colour"))))
+                brands.append(
+                    Brand(
+                        id=brand_id,
+                        name=str(info.get("name") or brand_id),
+                        aliases=tuple(info.get("aliases", ())),
+                        prompts=tuple(info.get("prompts", ())),
+                        colour=_hex_to_rgb(info.get("hex") or info.get("colour")),
+                    )
+                )
         if not brands:
-            raise CatalogError(f"brand folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) "
-                               "and no brands.json")
-        log.info("catalogue %s: %d brands, %d with images", folder, len(brands),
-                 sum(b.image is not None for b in brands))
+            raise CatalogError(
+                f"brand folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no brands.json"
+            )
+        log.info(
+            "catalogue %s: %d brands, %d with images",
+            folder,
+            len(brands),
+            sum(b.image is not None for b in brands),
+        )
         return cls(brands)
 
     @classmethod
-    def from_names(cls, names: list[str]) -> "BrandCatalog":
+    def from_names(cls, names: list[str]) -> BrandCatalog:
         """A text-only catalogue for zero-shot use: ids are the names, lower-cased, slugged."""
         brands = []
         for name in names:

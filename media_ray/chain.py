@@ -68,20 +68,29 @@ def merge_results(per_detector: Sequence[list[FrameResult]], merge: MergeConfig 
 def one_per_logo(detections: list[Detection], merge: MergeConfig | None = None) -> list[Detection]:
     """The detections, highest score first, without those repeating a better one's logo."""
     merge = merge or MergeConfig()
-    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)
-    boxed = [i for i in order if detections[i].box is not None]
-    kept = set(nms([detections[i].box for i in boxed], [detections[i].score for i in boxed],  # type: ignore[misc]
-                   labels=[detections[i].label for i in boxed], iou=merge.same_logo_iou,
-                   inside=merge.same_logo_inside, same_label=True))
-    kept_boxed = {boxed[k] for k in kept}
-    return [detections[i] for i in order if detections[i].box is None or i in kept_boxed]
+    keep = nms(
+        [d.box for d in detections],
+        [d.score for d in detections],
+        [d.label for d in detections],
+        iou=merge.same_logo_iou,
+        inside=merge.same_logo_inside,
+        same_label=True,
+    )
+    return [detections[i] for i in keep]
 
 
 class StageChain:
     """Merge, track and exposure for one stream's batches, pushed in time order."""
 
-    def __init__(self, catalog: BrandCatalog | None, fps: float, *, tracking: TrackingConfig | None = None,
-                 merge: MergeConfig | None = None, exposure: ExposureConfig | None = None):
+    def __init__(
+        self,
+        catalog: BrandCatalog | None,
+        fps: float,
+        *,
+        tracking: TrackingConfig | None = None,
+        merge: MergeConfig | None = None,
+        exposure: ExposureConfig | None = None,
+    ):
         self.merge = merge or MergeConfig()
         self.tracker = DetectionTracker(tracking) if tracking is not None and tracking.enabled else None
         self.exposure = ExposureAggregator(catalog, fps, exposure)
@@ -91,8 +100,13 @@ class StageChain:
     @classmethod
     def for_files(cls, config: MediaRayConfig, catalog: BrandCatalog | None) -> StageChain:
         """The chain of a file or URL analysed as a whole (`analyze`, `eval`)."""
-        return cls(catalog, config.sampling.fps, tracking=config.tracking, merge=config.merge,
-                   exposure=config.exposure)
+        return cls(
+            catalog,
+            config.sampling.fps,
+            tracking=config.tracking,
+            merge=config.merge,
+            exposure=config.exposure,
+        )
 
     @classmethod
     def for_live(cls, config: MediaRayConfig, catalog: BrandCatalog | None, fps: float) -> StageChain:
@@ -129,8 +143,9 @@ class StageChain:
         return ready
 
 
-def detect_batch(detectors: Sequence[Detector], batch: FrameBatch,
-                 pool: ThreadPoolExecutor | None = None) -> list[list[FrameResult]]:
+def detect_batch(
+    detectors: Sequence[Detector], batch: FrameBatch, pool: ThreadPoolExecutor | None = None
+) -> list[list[FrameResult]]:
     """The detect stage in this process: every detector's results for one batch. With a pool,
     the detectors run at the same time (they spend their time in OpenCV, numpy and ONNX
     Runtime, which release the GIL), as they do in separate Ray deployments."""
@@ -153,15 +168,18 @@ def _opencv_threads_shared(concurrent: int) -> Iterator[None]:
         cv2.setNumThreads(previous)
 
 
-def run_local(batches: Iterable[FrameBatch], detectors: Sequence[Detector], chain: StageChain,
-              concurrent: bool = True) -> Iterator[FrameResult]:
+def run_local(
+    batches: Iterable[FrameBatch], detectors: Sequence[Detector], chain: StageChain, concurrent: bool = True
+) -> Iterator[FrameResult]:
     """One stream's frame results in time order, through `chain`, in this process.
 
     With `concurrent`, the detectors of a batch run in threads of their own. Results held
     back by the chain's tracker come out a few frames late, and all of them by the end.
     """
-    with ThreadPoolExecutor(max_workers=max(1, len(detectors)), thread_name_prefix="detector") as pool, \
-            _opencv_threads_shared(len(detectors) if concurrent else 1):
+    with (
+        ThreadPoolExecutor(max_workers=max(1, len(detectors)), thread_name_prefix="detector") as pool,
+        _opencv_threads_shared(len(detectors) if concurrent else 1),
+    ):
         for batch in batches:
             log.debug("batch %s/%d: %d frames", batch.stream_id, batch.seq, len(batch))
             yield from chain.push(batch, detect_batch(detectors, batch, pool if concurrent else None))

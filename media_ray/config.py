@@ -9,6 +9,7 @@ What is analysed (`detectors`: each detector's own parameters) is kept apart fro
 (`placement`: resources, replicas, node labels), so moving a detector to a GPU node never
 touches its parameters.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,7 @@ from media_ray.detectors.ocr import OcrParams
 from media_ray.detectors.reference import ReferenceParams
 from media_ray.detectors.shape import ShapeParams
 from media_ray.detectors.visual import VisualParams
-from media_ray.live import LiveSourceConfig
+from media_ray.live_timeline import LiveSourceConfig
 from media_ray.tracking import TrackingConfig
 
 
@@ -42,23 +43,33 @@ class PlacementConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    num_cpus: float = Field(0.1, ge=0, description="CPUs reserved for scheduling (compute threads are "
-                            "`threads`); small by default, so that a laptop's few CPUs hold every "
-                            "detector and the ingest. Set it for real on a cluster")
+    num_cpus: float = Field(
+        0.1,
+        ge=0,
+        description="CPUs reserved for scheduling (compute threads are "
+        "`threads`); small by default, so that a laptop's few CPUs hold every "
+        "detector and the ingest. Set it for real on a cluster",
+    )
     num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per replica")
-    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources "
-                                        "reserved per replica")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources reserved per replica")
     replicas: int = Field(1, ge=1, description="replicas of the deployment")
-    label_selector: dict[str, str] = Field(default_factory=dict, description="node labels a replica "
-                                           "must run on, e.g. {media-ray.io/tier: cloud}")
-    fallback_strategy: list[dict[str, Any]] = Field(default_factory=list, description="further label "
-                                                    "selectors tried in order when none matches")
+    label_selector: dict[str, str] = Field(
+        default_factory=dict, description="node labels a replica must run on, e.g. {media-ray.io/tier: cloud}"
+    )
+    fallback_strategy: list[dict[str, Any]] = Field(
+        default_factory=list, description="further label selectors tried in order when none matches"
+    )
     max_batch_size: int = Field(4, ge=1, description="FrameBatches per model call (@serve.batch)")
-    batch_wait_timeout_s: float = Field(0.01, ge=0, description="how long a model call waits for more "
-                                        "FrameBatches to fill its batch")
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, description="how long a model call waits for more FrameBatches to fill its batch"
+    )
     max_ongoing_requests: int = Field(16, ge=1, description="requests a replica takes at once")
-    threads: int = Field(0, ge=0, description="compute threads of a replica (torch, OpenCV); 0: all cores "
-                                              "of its node. Lower it where many replicas share a node")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="compute threads of a replica (torch, OpenCV); 0: all cores "
+        "of its node. Lower it where many replicas share a node",
+    )
 
     def ray_actor_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
@@ -76,10 +87,12 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_in_flight: int = Field(4, ge=1, description="FrameBatches of a file sent to the detectors and "
-                               "not yet back")
-    ready_timeout_s: float = Field(180.0, gt=0, description="how long deployments and actors may take "
-                                   "to start before the run stops and says why")
+    max_in_flight: int = Field(4, ge=1, description="FrameBatches of a file sent to the detectors and not yet back")
+    ready_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="how long deployments and actors may take to start before the run stops and says why",
+    )
 
 
 class MergeConfig(BaseModel):
@@ -87,11 +100,17 @@ class MergeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    same_logo_iou: float = Field(0.5, gt=0, le=1, description="two boxes of one label overlapping this "
-                                 "much (IoU) are one logo")
-    same_logo_inside: float = Field(0.8, gt=0, le=1, description="a box of one label lying this much "
-                                    "inside another (intersection over the smaller) is the same logo: "
-                                    "one detector's box may be loose where another's is tight")
+    same_logo_iou: float = Field(
+        0.5, gt=0, le=1, description="two boxes of one label overlapping this much (IoU) are one logo"
+    )
+    same_logo_inside: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="a box of one label lying this much "
+        "inside another (intersection over the smaller) is the same logo: "
+        "one detector's box may be loose where another's is tight",
+    )
 
 
 class ExposureConfig(BaseModel):
@@ -108,12 +127,18 @@ class StoreConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["embedded", "redis"] = Field("embedded", description="`embedded`: an actor in the "
-                                               "cluster with bounded history; `redis`: Redis streams")
+    kind: Literal["embedded", "redis"] = Field(
+        "embedded",
+        description="`embedded`: an actor in the cluster with bounded history; `redis`: Redis streams",
+    )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="the Redis server, with `kind: redis`")
     history: int = Field(100_000, ge=1, description="frame records kept per stream")
-    max_concurrent_calls: int = Field(1000, ge=1, description="calls the embedded store actor serves at "
-                                      "once; each WebSocket viewer waiting for records holds one")
+    max_concurrent_calls: int = Field(
+        1000,
+        ge=1,
+        description="calls the embedded store actor serves at "
+        "once; each WebSocket viewer waiting for records holds one",
+    )
 
 
 class HttpConfig(BaseModel):
@@ -123,8 +148,9 @@ class HttpConfig(BaseModel):
 
     host: str = Field("127.0.0.1", description="interface the HTTP proxy binds")
     port: int = Field(8000, ge=1, le=65535, description="port of the HTTP proxy")
-    public_url: str | None = Field(None, description="base URL clients reach the app at, for links in "
-                                   "the API (default http://host:port)")
+    public_url: str | None = Field(
+        None, description="base URL clients reach the app at, for links in the API (default http://host:port)"
+    )
 
     @property
     def base_url(self) -> str:
@@ -140,35 +166,58 @@ class LiveConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sampling: SamplingConfig = Field(default_factory=_live_sampling, description="frames analysed per "
-                                     "second of a live stream (a stream may ask for its own fps) and "
-                                     "frames per FrameBatch")
-    max_in_flight: int = Field(2, ge=1, description="batches of one stream at the detectors; more wait in "
-                               "the stream's buffer, which drops the oldest")
-    queue_frames: int = Field(4, ge=1, description="frames waiting for the detectors before the oldest "
-                                                   "are dropped: the most a live stream lags by")
-    source: LiveSourceConfig = Field(default_factory=LiveSourceConfig, description="how pulled sources "
-                                     "are read and reconnected")
-    paced_schemes: list[str] = Field(default_factory=lambda: ["http", "https"], description="pulled "
-                                     "sources paced by their own timestamps, like `ffmpeg -re` (local "
-                                     "files always are; a live source paces itself)")
-    status_every_s: float = Field(1.0, gt=0, description="how often a running stream's status and report "
-                                  "are saved to the store")
+    sampling: SamplingConfig = Field(
+        default_factory=_live_sampling,
+        description="frames analysed per "
+        "second of a live stream (a stream may ask for its own fps) and "
+        "frames per FrameBatch",
+    )
+    max_in_flight: int = Field(
+        2,
+        ge=1,
+        description="batches of one stream at the detectors; more wait in the stream's buffer, which drops the oldest",
+    )
+    queue_frames: int = Field(
+        4,
+        ge=1,
+        description="frames waiting for the detectors before the oldest are dropped: the most a live stream lags by",
+    )
+    source: LiveSourceConfig = Field(
+        default_factory=LiveSourceConfig, description="how pulled sources are read and reconnected"
+    )
+    paced_schemes: list[str] = Field(
+        default_factory=lambda: ["http", "https"],
+        description="pulled "
+        "sources paced by their own timestamps, like `ffmpeg -re` (local "
+        "files always are; a live source paces itself)",
+    )
+    status_every_s: float = Field(
+        1.0, gt=0, description="how often a running stream's status and report are saved to the store"
+    )
     rtmp_host: str = Field("127.0.0.1", description="interface the RTMP listeners bind")
     rtmp_public_host: str | None = Field(None, description="host in publish URLs (default rtmp_host)")
-    rtmp_ports: tuple[int, int] = Field((1935, 1954), description="first and last port for RTMP listeners, "
-                                                                 "one per stream being published")
+    rtmp_ports: tuple[int, int] = Field(
+        (1935, 1954), description="first and last port for RTMP listeners, one per stream being published"
+    )
     hls_dir: str = Field("", description="where streams' HLS playback is written (default: a temp folder)")
     hls_segment_s: float = Field(1.0, gt=0, description="length of an HLS playback segment")
-    tiers: list[str] = Field(default_factory=list, description="tiers of the tiered detectors, in the "
-                                                               "default order a stream takes them")
-    tiered_detectors: list[str] = Field(default_factory=lambda: ["clip"], description="detectors that "
-                                        "run once per tier, each placed on its tier's nodes")
+    tiers: list[str] = Field(
+        default_factory=list,
+        description="tiers of the tiered detectors, in the default order a stream takes them",
+    )
+    tiered_detectors: list[str] = Field(
+        default_factory=lambda: ["clip"],
+        description="detectors that run once per tier, each placed on its tier's nodes",
+    )
     tier_label: str = Field("media-ray.io/tier", description="node label a tier's placement selects")
-    detectors: list[str] | None = Field(None, description="detectors of a stream that names none "
-                                                          "(default: the default set)")
-    ingest_concurrency: int = Field(100, ge=1, description="calls a stream's LiveIngest actor serves at "
-                                    "once (status, webcam frames, stop)")
+    detectors: list[str] | None = Field(
+        None, description="detectors of a stream that names none (default: the default set)"
+    )
+    ingest_concurrency: int = Field(
+        100,
+        ge=1,
+        description="calls a stream's LiveIngest actor serves at once (status, webcam frames, stop)",
+    )
     registry_concurrency: int = Field(100, ge=1, description="calls the stream registry actor serves at once")
 
 
@@ -177,8 +226,10 @@ class RayConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    address: str = Field("local", description="`local` starts a Ray of this process; `auto` or "
-                         "ray://HEAD:10001 joins a cluster")
+    address: str = Field(
+        "local",
+        description="`local` starts a Ray of this process; `auto` or ray://HEAD:10001 joins a cluster",
+    )
     namespace: str = Field("media-ray", description="Ray namespace of media-ray's named actors")
     app_prefix: str = Field("media-ray", description="prefix of the Serve application names")
     dashboard: bool = Field(False, description="start the Ray dashboard with a local Ray")
@@ -191,8 +242,9 @@ class DetectorsConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    reference: ReferenceParams = Field(default_factory=ReferenceParams,
-                                       description="keypoint matching of reference images")
+    reference: ReferenceParams = Field(
+        default_factory=ReferenceParams, description="keypoint matching of reference images"
+    )
     shape: ShapeParams = Field(default_factory=ShapeParams, description="silhouettes of flat marks")
     ocr: OcrParams = Field(default_factory=OcrParams, description="brand names read in the frame")
     visual: VisualParams = Field(default_factory=VisualParams, description="per-frame visual signals")
@@ -207,17 +259,23 @@ class DetectorsConfig(BaseModel):
 
 
 class MediaRayConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MEDIA_RAY_", env_nested_delimiter="__",
-                                      extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="MEDIA_RAY_", env_nested_delimiter="__", extra="forbid")
 
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="frames analysed of a file")
-    detector_set: list[str] | None = Field(None, description="detector names to run; unset: the default "
-                                           "set (the weight-free ones, and `clip` where its weights load)")
-    detectors: DetectorsConfig = Field(default_factory=DetectorsConfig, description="each detector's "
-                                       "parameters, by detector name")
-    placement: dict[str, PlacementConfig] = Field(default_factory=dict, description="where each detector "
-                                                  "runs, by detector name (`clip@lan` for one tier, "
-                                                  "`ingest` for the ingest actors); `default` for the rest")
+    detector_set: list[str] | None = Field(
+        None,
+        description="detector names to run; unset: the default "
+        "set (the weight-free ones, and `clip` where its weights load)",
+    )
+    detectors: DetectorsConfig = Field(
+        default_factory=DetectorsConfig, description="each detector's parameters, by detector name"
+    )
+    placement: dict[str, PlacementConfig] = Field(
+        default_factory=dict,
+        description="where each detector "
+        "runs, by detector name (`clip@lan` for one tier, "
+        "`ingest` for the ingest actors); `default` for the rest",
+    )
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="flow of a file's batches")
     merge: MergeConfig = Field(default_factory=MergeConfig, description="one detection per logo")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="hysteresis over time")
@@ -228,13 +286,14 @@ class MediaRayConfig(BaseSettings):
     live: LiveConfig = Field(default_factory=LiveConfig, description="live streams")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
-                                   dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         # the environment overrides what a YAML file (passed as init values) says
         return env_settings, init_settings
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: Any) -> "MediaRayConfig":
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> MediaRayConfig:
         data: dict[str, Any] = {}
         if path is not None:
             loaded = yaml.safe_load(Path(path).read_text()) or {}

@@ -73,8 +73,10 @@ def _section(path: str, model: type[BaseModel], out: list[str], keyed: bool = Fa
     nested: list[tuple[str, type[BaseModel], bool]] = []
     for name, info in model.model_fields.items():
         sub = _model_of(info.annotation)
-        out.append(f"| `{name}` | {_cell(_type_name(info.annotation))} | {_cell(_default(info))} | "
-                   f"{_cell(info.description or '')} |")
+        out.append(
+            f"| `{name}` | {_cell(_type_name(info.annotation))} | {_cell(_default(info))} | "
+            f"{_cell(info.description or '')} |"
+        )
         if sub is not None:
             is_map = typing.get_origin(info.annotation) is dict
             nested.append((f"{path}.{name}" + (".NAME" if is_map else ""), sub, is_map))
@@ -101,8 +103,10 @@ def render() -> str:
     for name, info in MediaRayConfig.model_fields.items():
         sub = _model_of(info.annotation)
         if sub is None:
-            out.append(f"\n## `{name}`\n\n{_cell(info.description or '')} Type "
-                       f"{_cell(_type_name(info.annotation))}, default {_default(info)}.\n")
+            out.append(
+                f"\n## `{name}`\n\n{_cell(info.description or '')} Type "
+                f"{_cell(_type_name(info.annotation))}, default {_default(info)}.\n"
+            )
         else:
             _section(name, sub, out, typing.get_origin(info.annotation) is dict)
     return "\n".join(out).rstrip() + "\n"

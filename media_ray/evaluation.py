@@ -17,23 +17,25 @@ and scored by these rules (those of the project's scoring instrument):
 - exposure error: the sum over brands of |reported - true seconds on screen| over the total
   true seconds (true seconds counted at the clip's full frame rate, from required logos).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from pydantic import BaseModel
 
+from media_ray.boxes import iou as box_iou
 from media_ray.catalog import BrandCatalog
+from media_ray.chain import StageChain, file_batches, run_local
 from media_ray.config import MediaRayConfig
 from media_ray.detectors import Detector, create, default_set
 from media_ray.model import FrameBatch
-from media_ray.boxes import iou as box_iou
-from media_ray.chain import StageChain, file_batches, run_local
 from media_ray.sources import probe, videos_in
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ class Counts(BaseModel):
     exposure_true_s: float = 0.0
     analysis_s: float = 0.0  # time in the detectors and the temporal stage, decoding excluded
 
-    def __add__(self, other: "Counts") -> "Counts":
+    def __add__(self, other: Counts) -> Counts:
         return Counts(**{k: getattr(self, k) + getattr(other, k) for k in Counts.model_fields})
 
     @property
@@ -86,24 +88,25 @@ class Counts(BaseModel):
         return self.frames / self.analysis_s if self.analysis_s > 0 else None
 
     def figures(self) -> dict[str, Any]:
-        return {"box_precision": self.box_precision, "box_recall": self.box_recall,
-                "presence_precision": self.presence_precision,
-                "presence_recall": self.presence_recall,
-                "distractor_hits": self.distractor_hits, "exposure_error": self.exposure_error,
-                "frames_per_s": self.frames_per_s}
+        return {
+            "box_precision": self.box_precision,
+            "box_recall": self.box_recall,
+            "presence_precision": self.presence_precision,
+            "presence_recall": self.presence_recall,
+            "distractor_hits": self.distractor_hits,
+            "exposure_error": self.exposure_error,
+            "frames_per_s": self.frames_per_s,
+        }
 
 
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-
-
 def required(obj: dict) -> bool:
     """Whether a ground-truth logo must be found."""
     x0, y0, x1, y1 = obj["bbox_xyxy"]
-    return (not obj.get("distractor") and obj["visible_frac"] >= MIN_VISIBLE
-            and min(x1 - x0, y1 - y0) >= MIN_SIDE_PX)
+    return not obj.get("distractor") and obj["visible_frac"] >= MIN_VISIBLE and min(x1 - x0, y1 - y0) >= MIN_SIDE_PX
 
 
 def score(gt: dict, records: list[dict], exposure_s: dict[str, float]) -> Counts:
@@ -133,8 +136,7 @@ def score(gt: dict, records: list[dict], exposure_s: dict[str, float]) -> Counts
                 c.box_tp += best_j < len(req)
             else:
                 c.box_fp += 1
-                if any(o.get("distractor") and box_iou(d["box"], o["bbox_xyxy"]) >= MATCH_IOU
-                       for o in objs):
+                if any(o.get("distractor") and box_iou(d["box"], o["bbox_xyxy"]) >= MATCH_IOU for o in objs):
                     c.distractor_hits += 1
         c.box_fn += sum(1 for j in range(len(req)) if j not in used)
         said = {d["label"] for d in dets}
@@ -148,8 +150,9 @@ def score(gt: dict, records: list[dict], exposure_s: dict[str, float]) -> Counts
     for f in gt["frames"]:
         for b in {o["brand"] for o in f["objects"] if required(o)}:
             true_s[b] = true_s.get(b, 0.0) + 1.0 / fps
-    c.exposure_abs_error_s = sum(abs(exposure_s.get(b, 0.0) - true_s.get(b, 0.0))
-                                 for b in set(true_s) | set(exposure_s))
+    c.exposure_abs_error_s = sum(
+        abs(exposure_s.get(b, 0.0) - true_s.get(b, 0.0)) for b in set(true_s) | set(exposure_s)
+    )
     c.exposure_true_s = sum(true_s.values())
     return c
 
@@ -187,8 +190,14 @@ class _Timed:
             self.seconds += time.perf_counter() - start
 
 
-def evaluate_clip(video: Path, gt_path: Path, detectors: list[Detector], catalog: BrandCatalog,
-                  config: MediaRayConfig, out: Path | None = None) -> Counts:
+def evaluate_clip(
+    video: Path,
+    gt_path: Path,
+    detectors: list[Detector],
+    catalog: BrandCatalog,
+    config: MediaRayConfig,
+    out: Path | None = None,
+) -> Counts:
     """Analyse one clip in this process, through the stage chain as `analyze` runs it, and
     score it; with `out`, keep its frames.jsonl and report.json there."""
     from media_ray.output import AnalysisWriter
@@ -207,8 +216,7 @@ def evaluate_clip(video: Path, gt_path: Path, detectors: list[Detector], catalog
     report = chain.report(str(video), info.duration_s)
     if writer is not None:
         writer.finish(report)
-    counts = score(json.loads(gt_path.read_text()), records,
-                   {b: e.exposure_s for b, e in report.brands.items()})
+    counts = score(json.loads(gt_path.read_text()), records, {b: e.exposure_s for b, e in report.brands.items()})
     counts.analysis_s = elapsed - batches.seconds
     return counts
 
@@ -224,12 +232,26 @@ def format_table(rows: list[tuple[str, Counts]]) -> str:
     lines = [head]
     for name, c in rows:
         f = c.figures()
-        lines.append((name, str(c.frames), *(_fmt(f[k]) for k in
-                      ("box_precision", "box_recall", "presence_precision", "presence_recall",
-                       "distractor_hits", "exposure_error", "frames_per_s"))))
+        lines.append(
+            (
+                name,
+                str(c.frames),
+                *(
+                    _fmt(f[k])
+                    for k in (
+                        "box_precision",
+                        "box_recall",
+                        "presence_precision",
+                        "presence_recall",
+                        "distractor_hits",
+                        "exposure_error",
+                        "frames_per_s",
+                    )
+                ),
+            )
+        )
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-            for r in lines]
+    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)
 
@@ -248,8 +270,10 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"note: {name} is not used: {reason}")
     detectors = [create(n, catalog, config.params_for(n)) for n in names]
     clips = find_clips(args.clips)
-    print(f"{len(clips)} clip(s), detectors {', '.join(names)}, {args.fps:g} frames/s, "
-          f"tracking {'on' if tracking.enabled else 'off'}")
+    print(
+        f"{len(clips)} clip(s), detectors {', '.join(names)}, {args.fps:g} frames/s, "
+        f"tracking {'on' if tracking.enabled else 'off'}"
+    )
     rows = []
     for video, gt in clips:
         out = Path(args.out) / video.stem if args.out else None

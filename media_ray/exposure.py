@@ -6,6 +6,7 @@ less than `merge_gap_s` of undetected time form one appearance; appearances shor
 `min_duration_s` are dropped. Share of screen is the union of the brand's boxes in a frame
 over the frame's area (frames whose detections carry no box do not count towards it).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -89,8 +90,13 @@ class ExposureAggregator:
                 max_share=round(max(shares), 5) if shares else None,
                 mean_score=round(sum(s.score for s in seen) / len(seen), 4),
             )
-        return ExposureReport(video=video, duration_s=duration_s, fps_analysed=self.fps,
-                              frames_analysed=self.frames, brands=brands)
+        return ExposureReport(
+            video=video,
+            duration_s=duration_s,
+            fps_analysed=self.fps,
+            frames_analysed=self.frames,
+            brands=brands,
+        )
 
     def _appearances(self, sightings: list[_Sighting], end_of_video: float):
         runs: list[list[_Sighting]] = []
@@ -106,8 +112,15 @@ class ExposureAggregator:
             if end - start < self.config.min_duration_s:
                 continue
             shares = [s.share for s in run if s.share is not None]
-            out.append((Appearance(start=round(start, 3), end=round(end, 3),
-                                   max_score=round(max(s.score for s in run), 4),
-                                   mean_share=round(sum(shares) / len(shares), 5) if shares else None),
-                        run))
+            out.append(
+                (
+                    Appearance(
+                        start=round(start, 3),
+                        end=round(end, 3),
+                        max_score=round(max(s.score for s in run), 4),
+                        mean_share=round(sum(shares) / len(shares), 5) if shares else None,
+                    ),
+                    run,
+                )
+            )
         return out

@@ -8,6 +8,7 @@ H.264 with libx264 (veryfast, zerolatency). Either way the output's timeline is 
 The playlist is an EVENT playlist that keeps every segment (or a sliding window of `list_size`
 segments), with independent segments; `close()` ends it with `#EXT-X-ENDLIST`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -82,8 +83,11 @@ class HlsWriter:
                 self._add_encoder(params[1], params[2], stream.average_rate)
         self._session_ok = not self._remuxing or params == self._source_params
         if not self._session_ok:
-            log.warning("%s: the input changed (%s %dx%d); it is left out of the HLS playback",
-                        self.playlist, *params[:3])
+            log.warning(
+                "%s: the input changed (%s %dx%d); it is left out of the HLS playback",
+                self.playlist,
+                *params[:3],
+            )
         self._splice = replay and self._last_dts_t > -math.inf
         self._await_key = not self._splice
 
@@ -169,7 +173,7 @@ class HlsWriter:
         except (av.error.FFmpegError, OSError, ValueError) as e:
             log.warning("%s: cannot finalise: %s", self.playlist, e)
 
-    def __enter__(self) -> "HlsWriter":
+    def __enter__(self) -> HlsWriter:
         return self
 
     def __exit__(self, *exc) -> None:

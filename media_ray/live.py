@@ -23,6 +23,7 @@ session starting again from 0), `t` resumes from the last frame plus the wall-cl
 the outage. `t` never goes backwards, and an HLS copy written on the side (`HlsWriter`) has the
 same timeline.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,10 +34,10 @@ from collections.abc import Callable
 from urllib.parse import urlparse
 
 import av
-from pydantic import BaseModel, Field
 
-from media_ray.buffering import Backoff, BackoffConfig, DropOldestBuffer
+from media_ray.buffering import Backoff, DropOldestBuffer
 from media_ray.hls import HlsWriter
+from media_ray.live_timeline import LiveSourceConfig, StreamClock
 from media_ray.rtmp import RtmpPublishGate, free_loopback_port
 from media_ray.sources import DecodedFrame, FrameSampler, SourceError, flush_decoder, open_source, source_kind
 from media_ray.streams import StreamState
@@ -44,67 +45,6 @@ from media_ray.streams import StreamState
 log = logging.getLogger(__name__)
 
 StateCallback = Callable[[StreamState, "str | None"], None]
-
-
-class LiveSourceConfig(BaseModel):
-    """How a live stream is read. A server sets `fps`, `buffer_size` and `realtime` per stream (from
-    the stream's fps, `live.queue_frames` and `live.paced_schemes`)."""
-
-    fps: float = Field(2.0, gt=0, description="frames analysed per second of stream time")
-    buffer_size: int = Field(8, ge=1, description="decoded frames waiting for the consumer; when full, "
-                             "the oldest is dropped and counted")
-    open_timeout_s: float = Field(10.0, gt=0, description="how long opening a pulled source may take, and "
-                                  "how long an RTMP publisher has to announce its stream")
-    read_timeout_s: float = Field(10.0, gt=0, description="a read that waits longer is a dropped source; "
-                                  "keep it above the segment length of HLS sources")
-    max_reconnects: int = Field(0, ge=0, description="failed reconnects in a row before the stream fails; "
-                                "0 retries forever")
-    backoff: BackoffConfig = Field(default_factory=BackoffConfig, description="waits between reconnects")
-    realtime: bool = Field(False, description="pace finite sources (local or http files, VOD playlists) by "
-                           "presentation time, like ffmpeg -re; live sources are never held back")
-    decode_threads: int = Field(0, ge=0, description="PyAV decoder threads; 0 lets FFmpeg choose")
-    rejoin_behind_s: float = Field(60.0, ge=0, description="after a reconnect, an http(s) source (HLS) "
-                                   "continues its timeline if it starts up to this many seconds behind where "
-                                   "it was (FFmpeg rejoins a live playlist 3 segments back; others: 1 s)")
-    rejoin_ahead_s: float = Field(30.0, ge=0, description="after a reconnect, a source also continues the "
-                                  "same timeline if it starts up to the outage's length plus this many "
-                                  "seconds ahead; beyond, t goes on from the last frame (a new timeline)")
-    listen_poll_s: int = Field(1, ge=1, description="RTMP: seconds FFmpeg's listener waits for the gate to "
-                               "relay a publisher before it is started again, so that a stop is seen")
-    keyframe_wait_packets: int = Field(600, ge=0, description="each connection starts at a keyframe; where "
-                                       "a codec never marks one, it starts after this many packets")
-
-
-class _StreamClock:
-    """Maps each connection's presentation times onto the stream time t (see the module doc)."""
-
-    def __init__(self, rejoin_behind_s: float, rejoin_ahead_s: float) -> None:
-        self.rejoin_behind_s, self.rejoin_ahead_s = rejoin_behind_s, rejoin_ahead_s
-        self.shift: float | None = None  # t = source time + shift
-        self.last_t = -math.inf
-        self.last_source: float | None = None
-        self._last_wall = 0.0
-
-    def begin_session(self, first_source_s: float, replays: bool, finite: bool) -> bool:
-        """A connection starts with a frame at `first_source_s`. True if it re-reads the
-        bitstream already delivered (a reopened file, a rejoined HLS playlist)."""
-        if self.shift is None or self.last_source is None:
-            self.shift = -first_source_s
-            return False
-        outage = max(0.0, time.monotonic() - self._last_wall)
-        if finite:  # the same file again
-            behind = ahead = math.inf
-        else:
-            behind = self.rejoin_behind_s if replays else 1.0
-            ahead = outage + self.rejoin_ahead_s
-        if self.last_source - behind <= first_source_s <= self.last_source + ahead:
-            return (replays or finite) and first_source_s <= self.last_source
-        self.shift = self.last_t + max(outage, 1e-3) - first_source_s
-        log.info("the source's timeline restarted; t resumes at %.3f", self.last_t + outage)
-        return False
-
-    def advance(self, t: float, source_s: float) -> None:
-        self.last_t, self.last_source, self._last_wall = t, source_s, time.monotonic()
 
 
 class _End(Exception):
@@ -131,8 +71,13 @@ class LiveSource:
     The HlsWriter, if given, belongs to the source from then on and is closed by it.
     """
 
-    def __init__(self, uri: str, config: LiveSourceConfig | None = None,
-                 on_state: StateCallback | None = None, hls: HlsWriter | None = None):
+    def __init__(
+        self,
+        uri: str,
+        config: LiveSourceConfig | None = None,
+        on_state: StateCallback | None = None,
+        hls: HlsWriter | None = None,
+    ):
         self.uri = uri
         self.config = config or LiveSourceConfig()
         self.scheme, self.kind = source_kind(uri)
@@ -147,7 +92,7 @@ class LiveSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._gate: RtmpPublishGate | None = None
-        self._clock = _StreamClock(self.config.rejoin_behind_s, self.config.rejoin_ahead_s)
+        self._clock = StreamClock(self.config.rejoin_behind_s, self.config.rejoin_ahead_s)
         self._sampler: FrameSampler | None = None
         self._index = -1
         self._live_in_session = False
@@ -158,7 +103,7 @@ class LiveSource:
             self.key = u.path.rsplit("/", 1)[-1]
             if not self.key or u.port is None or not u.hostname:
                 raise SourceError(f"{uri}: an RTMP listen URI is rtmp://HOST:PORT/APP/KEY")
-            self.name = uri[:len(uri) - len(self.key)] + "***"
+            self.name = uri[: len(uri) - len(self.key)] + "***"
 
     # -- control ----------------------------------------------------------------------------
     def start(self) -> LiveSource:
@@ -169,8 +114,7 @@ class LiveSource:
             u = urlparse(self.uri)
             port = free_loopback_port()
             self._upstream = f"rtmp://127.0.0.1:{port}{u.path}"
-            self._gate = RtmpPublishGate(u.hostname, u.port, self.key, port,
-                                         self.config.open_timeout_s).start()
+            self._gate = RtmpPublishGate(u.hostname, u.port, self.key, port, self.config.open_timeout_s).start()
         self._thread = threading.Thread(target=self._run, name=f"live:{self.name}", daemon=True)
         self._thread.start()
         return self
@@ -281,8 +225,7 @@ class LiveSource:
                 backoff.reset()
             failures += 1
             if self.config.max_reconnects and failures > self.config.max_reconnects:
-                return StreamState.FAILED, (f"gave up after {self.config.max_reconnects} "
-                                            f"reconnects: {end.reason}")
+                return StreamState.FAILED, (f"gave up after {self.config.max_reconnects} reconnects: {end.reason}")
             self.reconnects += 1
             self._set_state(StreamState.RECONNECTING, end.reason)
             if self._stop.wait(backoff.next_delay()):
@@ -302,8 +245,7 @@ class LiveSource:
         cfg = self.config
         if self.kind.listens:
             # FFmpeg's listener waits listen_poll_s for the gate, then the loop checks for a stop
-            return open_source(self._upstream, {"timeout": str(cfg.listen_poll_s)},
-                               timeout=(None, cfg.read_timeout_s))
+            return open_source(self._upstream, {"timeout": str(cfg.listen_poll_s)}, timeout=(None, cfg.read_timeout_s))
         return open_source(self.uri, self.kind.live_options, timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
 
     def _session(self) -> None:
@@ -340,8 +282,12 @@ class LiveSource:
                 return
             except (av.error.FFmpegError, OSError, ValueError) as e:
                 error = e
-        log.info("%s: cannot seek to %.3f s (%s); reading from the start", self.name,
-                 self._clock.last_source, error)
+        log.info(
+            "%s: cannot seek to %.3f s (%s); reading from the start",
+            self.name,
+            self._clock.last_source,
+            error,
+        )
 
     def _demux(self, container, vs, rate: float | None, finite: bool) -> None:
         started = False
@@ -365,8 +311,7 @@ class LiveSource:
                     if not started:
                         continue
                 if paced and ts is not None:
-                    pace = self._pace(float((packet.dts if packet.dts is not None else ts)
-                                            * packet.time_base), pace)
+                    pace = self._pace(float((packet.dts if packet.dts is not None else ts) * packet.time_base), pace)
                 self._decode(packet, vs, rate)
                 if self._hls is not None:
                     self._hls.write_packet(packet, self._clock.shift)
@@ -440,11 +385,11 @@ class LiveSource:
             self._set_state(StreamState.LIVE)
         if self._sampler.keep(t):
             self.frames += 1
-            self.buffer.put(DecodedFrame(t=t, index=self._index, rgb=frame.to_ndarray(format="rgb24"),
-                                         arrival=time.time()))
+            self.buffer.put(
+                DecodedFrame(t=t, index=self._index, rgb=frame.to_ndarray(format="rgb24"), arrival=time.time())
+            )
             log.debug("%s: frame %d at t=%.3f", self.name, self._index, t)
 
 
 def _describe(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e)
-

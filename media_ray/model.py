@@ -3,6 +3,7 @@
 `FrameBatch` is what travels through the Ray object store (numpy arrays, zero-copy on read);
 `FrameResult` with its `Detection`s is what comes back, is stored, streamed and aggregated.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,14 +48,25 @@ class FrameBatch:
         return int(self.frames.shape[2]), int(self.frames.shape[1])
 
     @classmethod
-    def stack(cls, stream_id: str, seq: int, frames: list[np.ndarray], times: list[float],
-              indices: list[int], arrival: list[float] | None = None,
-              catalog_version: str = "") -> FrameBatch:
-        return cls(stream_id=stream_id, seq=seq, frames=np.stack(frames),
-                   times=np.asarray(times, dtype=np.float64),
-                   indices=np.asarray(indices, dtype=np.int64),
-                   arrival=np.asarray(arrival if arrival is not None else [], dtype=np.float64),
-                   catalog_version=catalog_version)
+    def stack(
+        cls,
+        stream_id: str,
+        seq: int,
+        frames: list[np.ndarray],
+        times: list[float],
+        indices: list[int],
+        arrival: list[float] | None = None,
+        catalog_version: str = "",
+    ) -> FrameBatch:
+        return cls(
+            stream_id=stream_id,
+            seq=seq,
+            frames=np.stack(frames),
+            times=np.asarray(times, dtype=np.float64),
+            indices=np.asarray(indices, dtype=np.int64),
+            arrival=np.asarray(arrival if arrival is not None else [], dtype=np.float64),
+            catalog_version=catalog_version,
+        )
 
 
 class Detection(BaseModel):
@@ -88,6 +100,9 @@ class FrameResult(BaseModel):
     height: int = 0
     detections: list[Detection] = Field(default_factory=list)
     signals: dict[str, Any] = Field(default_factory=dict)
+    #: wall-clock time (time.time()) the frame reached the ingest, when known; live records
+    #: carry it beside the output contract's fields
+    arrival: float | None = None
 
     def record(self) -> dict[str, Any]:
         """The frame record of the output contract (frames.jsonl, the live API)."""
@@ -95,23 +110,27 @@ class FrameResult(BaseModel):
             "t": round(self.t, 6),
             "frame": self.frame,
             "detections": [
-                {"label": d.label, "score": round(d.score, 4),
-                 "box": None if d.box is None else [round(v, 1) for v in d.box],
-                 "detector": d.detector}
+                {
+                    "label": d.label,
+                    "score": round(d.score, 4),
+                    "box": None if d.box is None else [round(v, 1) for v in d.box],
+                    "detector": d.detector,
+                }
                 for d in self.detections
             ],
         }
 
     def merge(self, other: FrameResult) -> FrameResult:
         """This frame's result with another detector's findings for the same frame added."""
-        return self.model_copy(update={
-            "detections": self.detections + other.detections,
-            "signals": {**self.signals, **other.signals},
-        })
+        return self.model_copy(
+            update={
+                "detections": self.detections + other.detections,
+                "signals": {**self.signals, **other.signals},
+            }
+        )
 
 
 def empty_results(batch: FrameBatch) -> list[FrameResult]:
     """One result without detections for each frame of the batch."""
     w, h = batch.size
-    return [FrameResult(t=float(t), frame=int(i), width=w, height=h)
-            for t, i in zip(batch.times, batch.indices)]
+    return [FrameResult(t=float(t), frame=int(i), width=w, height=h) for t, i in zip(batch.times, batch.indices)]

@@ -4,6 +4,7 @@
 detections included. Per-frame signals that are not detections (the `visual` detector's)
 go to `signals.jsonl` beside it, so the frame records keep their exact shape.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,7 @@ class AnalysisWriter:
         if result.signals:
             if self._signals is None:
                 self._signals = open(self.out_dir / "signals.jsonl", "w")
-            self._signals.write(json.dumps({"t": round(result.t, 6), "frame": result.frame,
-                                            **result.signals}) + "\n")
+            self._signals.write(json.dumps({"t": round(result.t, 6), "frame": result.frame, **result.signals}) + "\n")
 
     def finish(self, report: ExposureReport) -> Path:
         self.close()
@@ -39,7 +39,7 @@ class AnalysisWriter:
         if self._signals is not None:
             self._signals.close()
 
-    def __enter__(self) -> "AnalysisWriter":
+    def __enter__(self) -> AnalysisWriter:
         return self
 
     def __exit__(self, *exc) -> None:

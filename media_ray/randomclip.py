@@ -10,6 +10,7 @@ The tokenizer's vocabulary is built from `bpe_simple_vocab_16e6.txt.gz`, the BPE
 ships in the `open-clip-torch` wheel (install it with `pip install --no-deps open-clip-torch`); the
 package is located without importing it (importing it needs torchvision).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -32,18 +33,40 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the sizes of openai/clip-vit-base-patch32
     "vit-b-32": {
         "projection_dim": 512,
-        "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                   "num_attention_heads": 12, "patch_size": 32, "image_size": 224},
-        "text": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-                 "num_attention_heads": 8, "max_position_embeddings": 77},
+        "vision": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "patch_size": 32,
+            "image_size": 224,
+        },
+        "text": {
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 8,
+            "max_position_embeddings": 77,
+        },
     },
     # a few small layers: loads and runs in well under a second, for tests
     "tiny": {
         "projection_dim": 32,
-        "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                   "num_attention_heads": 4, "patch_size": 8, "image_size": 32},
-        "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                 "num_attention_heads": 4, "max_position_embeddings": 77},
+        "vision": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "patch_size": 8,
+            "image_size": 32,
+        },
+        "text": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 77,
+        },
     },
 }
 
@@ -65,19 +88,19 @@ def clip_bpe_path() -> Path:
             return path
     raise RandomClipError(
         f"the CLIP BPE vocabulary ({BPE_FILE}) was not found: install open-clip-torch "
-        "(pip install --no-deps open-clip-torch) to build a CLIP tokenizer offline")
+        "(pip install --no-deps open-clip-torch) to build a CLIP tokenizer offline"
+    )
 
 
 def bytes_to_unicode() -> dict[int, str]:
     """OpenAI CLIP's (and GPT-2's) reversible map from bytes to printable unicode characters."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
-    for b in range(2 ** 8):
+    for b in range(2**8):
         if b not in bs:
             bs.append(b)
-            cs.append(2 ** 8 + n)
+            cs.append(2**8 + n)
             n += 1
     return dict(zip(bs, (chr(c) for c in cs)))
 
@@ -89,7 +112,7 @@ def clip_vocab(bpe_path: str | Path | None = None) -> tuple[dict[str, int], list
     tokenizer: byte alphabet, the same with "</w>", one token per merge, then the two specials.
     """
     lines = gzip.open(bpe_path or clip_bpe_path()).read().decode("utf-8").split("\n")
-    merges = lines[1:49152 - 256 - 2 + 1]
+    merges = lines[1 : 49152 - 256 - 2 + 1]
     pairs = [tuple(m.split()) for m in merges]
     tokens = list(bytes_to_unicode().values())
     tokens = tokens + [t + "</w>" for t in tokens]
@@ -112,11 +135,9 @@ def write_clip_tokenizer(folder: str | Path, bpe_path: str | Path | None = None)
     vocab_file.write_text(json.dumps(vocab, ensure_ascii=False))
     merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     try:  # transformers 5.x: the tokenizers-backed class takes the vocabulary and merges
-        tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges],
-                                  model_max_length=77)
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges], model_max_length=77)
     except TypeError:  # transformers 4.x: the files
-        tokenizer = CLIPTokenizer(vocab_file=str(vocab_file), merges_file=str(merges_file),
-                                  model_max_length=77)
+        tokenizer = CLIPTokenizer(vocab_file=str(vocab_file), merges_file=str(merges_file), model_max_length=77)
     tokenizer.save_pretrained(str(folder))
     return tokenizer
 
@@ -137,8 +158,7 @@ def write_random_clip(folder: str | Path, preset: str = "tiny", seed: int = 0) -
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = CLIPConfig(
-        text_config={**spec["text"], "vocab_size": CLIP_VOCAB_SIZE,
-                     "projection_dim": spec["projection_dim"]},
+        text_config={**spec["text"], "vocab_size": CLIP_VOCAB_SIZE, "projection_dim": spec["projection_dim"]},
         vision_config={**spec["vision"], "projection_dim": spec["projection_dim"]},
         projection_dim=spec["projection_dim"],
     )
@@ -147,13 +167,24 @@ def write_random_clip(folder: str | Path, preset: str = "tiny", seed: int = 0) -
     model.save_pretrained(str(folder))
     write_clip_tokenizer(folder, bpe)
     size = int(spec["vision"]["image_size"])
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True, "size": {"shortest_edge": size},
-        "do_center_crop": True, "crop_size": {"height": size, "width": size},
-        "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD),
-        "do_convert_rgb": True, "resample": 3,
-    }, indent=2))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "CLIPImageProcessor",
+                "do_resize": True,
+                "size": {"shortest_edge": size},
+                "do_center_crop": True,
+                "crop_size": {"height": size, "width": size},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": list(CLIP_MEAN),
+                "image_std": list(CLIP_STD),
+                "do_convert_rgb": True,
+                "resample": 3,
+            },
+            indent=2,
+        )
+    )
     log.info("random CLIP (%s, seed %d) written to %s", preset, seed, folder)
     return folder

@@ -15,6 +15,7 @@ publisher's side up to its `publish` command:
 
 Stream keys are secrets: a refused name is not logged.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -25,6 +26,7 @@ import threading
 import time
 
 log = logging.getLogger(__name__)
+
 
 class _Incomplete(Exception):
     """More bytes are needed."""
@@ -107,7 +109,7 @@ class RtmpPublishInspector:
             if p + n > len(b):
                 raise _Incomplete
             p += n
-            return bytes(b[p - n:p])
+            return bytes(b[p - n : p])
 
         first = take(1)[0]
         fmt, csid = first >> 6, first & 0x3F
@@ -174,14 +176,14 @@ class RtmpPublishInspector:
 def _amf_string(b: bytes, p: int) -> tuple[str, int]:
     marker = b[p]
     if marker == 0x02:
-        n, p = int.from_bytes(b[p + 1:p + 3], "big"), p + 3
+        n, p = int.from_bytes(b[p + 1 : p + 3], "big"), p + 3
     elif marker == 0x0C:
-        n, p = int.from_bytes(b[p + 1:p + 5], "big"), p + 5
+        n, p = int.from_bytes(b[p + 1 : p + 5], "big"), p + 5
     else:
         raise ValueError(f"AMF marker {marker} is not a string")
     if p + n > len(b):
         raise ValueError("truncated string")
-    return b[p:p + n].decode("utf-8", "replace"), p + n
+    return b[p : p + n].decode("utf-8", "replace"), p + n
 
 
 class _Link:
@@ -210,8 +212,7 @@ class RtmpPublishGate:
     ends, the gate closes.
     """
 
-    def __init__(self, host: str, port: int, key: str, upstream_port: int,
-                 admit_timeout_s: float = 10.0):
+    def __init__(self, host: str, port: int, key: str, upstream_port: int, admit_timeout_s: float = 10.0):
         self.host, self.port, self.key = host, port, key
         self.upstream_port = upstream_port
         self.admit_timeout_s = admit_timeout_s
@@ -232,8 +233,7 @@ class RtmpPublishGate:
             sock.close()
             raise
         self._sock = sock
-        self._thread = threading.Thread(target=self._serve, name=f"rtmp-gate:{self.port}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=f"rtmp-gate:{self.port}", daemon=True)
         self._thread.start()
         return self
 
@@ -259,8 +259,11 @@ class RtmpPublishGate:
                 if self._sock in readable:
                     conn, addr = self._sock.accept()
                     if link:
-                        log.info("rtmp %s: closing a second connection from %s while one is "
-                                 "relayed", self.port, addr[0])
+                        log.info(
+                            "rtmp %s: closing a second connection from %s while one is relayed",
+                            self.port,
+                            addr[0],
+                        )
                         conn.close()
                         continue
                     deadline = time.monotonic() + self.admit_timeout_s

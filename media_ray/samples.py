@@ -4,6 +4,7 @@ and places, with per-frame ground truth in the shared format (`NAME.gt.json`).
 `media-ray sample DIR` writes a catalogue and a clip to try the product on without any data;
 the tests use the same functions for their fixtures. Nothing here is a real brand.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,24 @@ def make_mark(text: str, colour: tuple[int, int, int], seed: int, size: int = 24
         cv2.circle(rgb, (cx, cy), r, light if rng.random() < 0.5 else dark, int(rng.integers(3, 8)))
     for _ in range(4):
         x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 20))
-        cv2.line(rgb, (x0, y0), (x0 + int(rng.integers(20, 80)), y0 + int(rng.integers(-30, 30))),
-                 dark, int(rng.integers(3, 7)))
+        cv2.line(
+            rgb,
+            (x0, y0),
+            (x0 + int(rng.integers(20, 80)), y0 + int(rng.integers(-30, 30))),
+            dark,
+            int(rng.integers(3, 7)),
+        )
     scale = (w - 30) / max(1, cv2.getTextSize(text.upper(), cv2.FONT_HERSHEY_DUPLEX, 1.0, 3)[0][0])
-    cv2.putText(rgb, text.upper(), (15, h - 30), cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255),
-                max(2, int(3 * scale)), cv2.LINE_AA)
+    cv2.putText(
+        rgb,
+        text.upper(),
+        (15, h - 30),
+        cv2.FONT_HERSHEY_DUPLEX,
+        scale,
+        (255, 255, 255),
+        max(2, int(3 * scale)),
+        cv2.LINE_AA,
+    )
     cv2.rectangle(rgb, (4, 4), (w - 5, h - 5), dark, 6)
     return np.dstack([rgb, alpha])
 
@@ -66,7 +80,7 @@ def write_catalog(folder: str | Path, brands: dict[str, tuple[str, tuple[int, in
     meta = []
     for n, (bid, (name, colour)) in enumerate(brands.items()):
         cv2.imwrite(str(folder / f"{bid}.png"), cv2.cvtColor(make_mark(name, colour, seed=n + 1), cv2.COLOR_RGBA2BGRA))
-        meta.append({"id": bid, "name": name, "hex": "%02X%02X%02X" % colour})
+        meta.append({"id": bid, "name": name, "hex": "{:02X}{:02X}{:02X}".format(*colour)})
     (folder / "brands.json").write_text(json.dumps(meta, indent=1))
     return folder
 
@@ -129,9 +143,17 @@ def _scenery(width: int, height: int, seed: int) -> np.ndarray:
 BACKGROUNDS = {"noise": _background, "scenery": _scenery}
 
 
-def render_clip(path: str | Path, marks: dict[str, np.ndarray], tracks: list[Track], seconds: float,
-                fps: int = 25, size: tuple[int, int] = (640, 360), seed: int = 0, crf: int = 20,
-                background: str = "noise") -> dict:
+def render_clip(
+    path: str | Path,
+    marks: dict[str, np.ndarray],
+    tracks: list[Track],
+    seconds: float,
+    fps: int = 25,
+    size: tuple[int, int] = (640, 360),
+    seed: int = 0,
+    crf: int = 20,
+    background: str = "noise",
+) -> dict:
     """Encode an H.264 clip with the marks pasted along their tracks, on a background from
     `BACKGROUNDS`; returns the ground truth (the shared `gt.json` format) and writes it beside
     the clip as NAME.gt.json."""
@@ -150,7 +172,7 @@ def render_clip(path: str | Path, marks: dict[str, np.ndarray], tracks: list[Tra
             t = i / fps
             ox = int((bg.shape[1] - width) * (0.5 + 0.5 * np.sin(t * 0.7)))
             oy = int((bg.shape[0] - height) * (0.5 + 0.5 * np.cos(t * 0.5)))
-            frame = bg[oy:oy + height, ox:ox + width].copy()
+            frame = bg[oy : oy + height, ox : ox + width].copy()
             objects = []
             for tr in tracks:
                 box = tr.box_at(t, marks[tr.brand])
@@ -158,15 +180,27 @@ def render_clip(path: str | Path, marks: dict[str, np.ndarray], tracks: list[Tra
                     continue
                 visible = _paste(frame, marks[tr.brand], box)
                 if visible is not None:
-                    objects.append({"brand": tr.brand, "bbox_xyxy": list(visible[0]),
-                                    "visible_frac": visible[1], "distractor": False})
+                    objects.append(
+                        {
+                            "brand": tr.brand,
+                            "bbox_xyxy": list(visible[0]),
+                            "visible_frac": visible[1],
+                            "distractor": False,
+                        }
+                    )
             frames_gt.append({"objects": objects})
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    gt = {"video": path.name, "width": width, "height": height, "fps": fps, "n_frames": n_frames,
-          "frames": frames_gt}
+    gt = {
+        "video": path.name,
+        "width": width,
+        "height": height,
+        "fps": fps,
+        "n_frames": n_frames,
+        "frames": frames_gt,
+    }
     path.with_name(path.stem + ".gt.json").write_text(json.dumps(gt))
     return gt
 
@@ -179,7 +213,7 @@ def _paste(frame: np.ndarray, mark: np.ndarray, box: tuple[int, int, int, int]):
     cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
     if cx1 <= cx0 or cy1 <= cy0:
         return None
-    part = scaled[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    part = scaled[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
     a = part[..., 3:4].astype(np.float32) / 255.0
     region = frame[cy0:cy1, cx0:cx1].astype(np.float32)
     frame[cy0:cy1, cx0:cx1] = (a * part[..., :3] + (1 - a) * region).astype(np.uint8)

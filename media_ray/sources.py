@@ -8,13 +8,14 @@ Frames are sampled at a chosen rate by presentation time and converted to RGB on
 want other sizes make their own copies. Live sources (reconnection, HLS playback) build on this
 in `media_ray.live`, and RTMP stream-key checks in `media_ray.rtmp`.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 from urllib.parse import urlparse
 
 import av
@@ -52,9 +53,12 @@ class SourceKind:
     live_options: dict[str, str] = field(default_factory=dict)
 
 
-_HTTP = SourceKind(options={"reconnect": "1", "reconnect_streamed": "1", "rw_timeout": "15000000"},
-                   reconnects=True, replays=True,
-                   live_options={"reconnect": "0", "reconnect_streamed": "0"})
+_HTTP = SourceKind(
+    options={"reconnect": "1", "reconnect_streamed": "1", "rw_timeout": "15000000"},
+    reconnects=True,
+    replays=True,
+    live_options={"reconnect": "0", "reconnect_streamed": "0"},
+)
 _RTSP = SourceKind(options={"rtsp_transport": "tcp", "timeout": "10000000"}, reconnects=True)
 
 SOURCE_KINDS: dict[str, SourceKind] = {
@@ -82,8 +86,9 @@ def source_kind(uri: str) -> tuple[str, SourceKind]:
     try:
         return scheme, SOURCE_KINDS[scheme]
     except KeyError:
-        raise SourceError(f"{uri}: unsupported source scheme {scheme!r} "
-                          f"(supported: {', '.join(sorted(SOURCE_KINDS))})") from None
+        raise SourceError(
+            f"{uri}: unsupported source scheme {scheme!r} (supported: {', '.join(sorted(SOURCE_KINDS))})"
+        ) from None
 
 
 def _local_path(uri: str) -> str:
@@ -110,9 +115,11 @@ class VideoInfo:
         return Path(path).stem or "stream"
 
 
-def open_source(uri: str, options: dict[str, str] | None = None,
-                timeout: float | tuple[float | None, float | None] | None = 20.0
-                ) -> av.container.InputContainer:
+def open_source(
+    uri: str,
+    options: dict[str, str] | None = None,
+    timeout: float | tuple[float | None, float | None] | None = 20.0,
+) -> av.container.InputContainer:
     """Open a source with its kind's FFmpeg options, `options` on top.
 
     `timeout` is PyAV's: seconds for the open and for each read, or an (open, read) pair where
@@ -128,8 +135,7 @@ def open_source(uri: str, options: dict[str, str] | None = None,
         if p.is_dir():
             raise SourceError(f"{target}: is a folder, not a video")
     try:
-        return av.open(target, format=kind.format, options={**kind.options, **(options or {})},
-                       timeout=timeout)
+        return av.open(target, format=kind.format, options={**kind.options, **(options or {})}, timeout=timeout)
     except av.error.FFmpegError as e:
         raise SourceError(f"{target}: cannot open as video ({e.strerror or e})") from e
     except OSError as e:
@@ -162,8 +168,7 @@ class DecodedFrame:
     arrival: float  # wall-clock time.time() when decoded
 
 
-def decode(uri: str, fps: float, threads: int = 0,
-           options: dict[str, str] | None = None) -> Iterator[DecodedFrame]:
+def decode(uri: str, fps: float, threads: int = 0, options: dict[str, str] | None = None) -> Iterator[DecodedFrame]:
     """Decode a source, yielding frames sampled at `fps` by presentation time.
 
     A frame is kept when its time reaches the next sampling instant, so the kept frames are
@@ -195,8 +200,7 @@ def decode(uri: str, fps: float, threads: int = 0,
             t = ft - t0
             if not sampler.keep(t):
                 continue
-            yield DecodedFrame(t=t, index=index, rgb=frame.to_ndarray(format="rgb24"),
-                               arrival=time.time())
+            yield DecodedFrame(t=t, index=index, rgb=frame.to_ndarray(format="rgb24"), arrival=time.time())
 
 
 class FrameSampler:
@@ -264,8 +268,14 @@ def batched(frames: Iterable[DecodedFrame], stream_id: str, batch_size: int) -> 
 
 
 def _stack(stream_id: str, seq: int, frames: list[DecodedFrame]) -> FrameBatch:
-    return FrameBatch.stack(stream_id, seq, [f.rgb for f in frames], [f.t for f in frames],
-                            [f.index for f in frames], [f.arrival for f in frames])
+    return FrameBatch.stack(
+        stream_id,
+        seq,
+        [f.rgb for f in frames],
+        [f.t for f in frames],
+        [f.index for f in frames],
+        [f.arrival for f in frames],
+    )
 
 
 #: what a folder of recordings is taken to hold (`analyze FOLDER`, `eval FOLDER`)

@@ -17,6 +17,7 @@ Two backends, chosen by `StoreConfig.kind` through `make_store`:
 All methods are coroutines. A cursor is an opaque string; `OLDEST` starts from the oldest
 record kept, None from the next record appended.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +28,8 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from media_ray.config import StoreConfig
 
@@ -45,16 +47,16 @@ class ResultStore(ABC):
         """Adds records (in time order, after those already there); the oldest beyond the cap go."""
 
     @abstractmethod
-    async def history(self, stream_id: str, since: float | None = None,
-                      limit: int = 1000) -> list[dict[str, Any]]:
+    async def history(self, stream_id: str, since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """The first `limit` records with `t > since` (all when None), oldest first.
 
         Paging forward: pass the last page's last `t` as `since`.
         """
 
     @abstractmethod
-    async def follow(self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0,
-                     limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
+    async def follow(
+        self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], str]:
         """Records appended after `cursor`, oldest first, and the cursor to pass next time.
 
         Waits up to `timeout_s` for at least one; on timeout returns no records and the cursor
@@ -78,7 +80,7 @@ class ResultStore(ABC):
     async def delete(self, stream_id: str) -> None:
         """Removes the stream's records and metadata; a stream that does not exist is no error."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (a store with nothing to release keeps it)
         """Releases connections; the stored data is not affected."""
 
 
@@ -127,17 +129,16 @@ class MemoryStore(ResultStore):
         log.debug("stream %s: %d records appended", stream_id, len(records))
         stream.wake()
 
-    async def history(self, stream_id: str, since: float | None = None,
-                      limit: int = 1000) -> list[dict[str, Any]]:
+    async def history(self, stream_id: str, since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         stream = self._streams.get(stream_id)
         if stream is None or limit <= 0:
             return []
-        start = 0 if since is None else bisect.bisect_right(stream.entries, since,
-                                                            key=lambda e: e[1]["t"])
+        start = 0 if since is None else bisect.bisect_right(stream.entries, since, key=lambda e: e[1]["t"])
         return [record for _, record in itertools.islice(stream.entries, start, start + limit)]
 
-    async def follow(self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0,
-                     limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
+    async def follow(
+        self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], str]:
         after = self._last_seq if cursor is None else int(cursor)
         deadline = time.monotonic() + timeout_s
         while True:
@@ -194,8 +195,7 @@ class RedisStore(ResultStore):
         try:
             import redis.asyncio as aioredis
         except ImportError as e:  # an optional dependency: pip install 'media-ray[redis]'
-            raise ImportError("the Redis store needs the redis package "
-                              "(pip install 'media-ray[redis]')") from e
+            raise ImportError("the Redis store needs the redis package (pip install 'media-ray[redis]')") from e
         if history < 1:
             raise ValueError("history must be at least 1")
         self.cap = history
@@ -203,7 +203,7 @@ class RedisStore(ResultStore):
         self._redis = aioredis.from_url(url, decode_responses=True)
 
     @classmethod
-    def from_config(cls, config: StoreConfig) -> "RedisStore":
+    def from_config(cls, config: StoreConfig) -> RedisStore:
         return cls(config.redis_url, config.history)
 
     def _frames(self, stream_id: str) -> str:
@@ -227,8 +227,7 @@ class RedisStore(ResultStore):
             await pipe.execute()
         log.debug("stream %s: %d records appended", stream_id, len(records))
 
-    async def history(self, stream_id: str, since: float | None = None,
-                      limit: int = 1000) -> list[dict[str, Any]]:
+    async def history(self, stream_id: str, since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         key = self._frames(stream_id)
         found: list[dict[str, Any]] = []
         start = "-"
@@ -246,8 +245,9 @@ class RedisStore(ResultStore):
             start = "(" + chunk[-1][0]
         return found
 
-    async def follow(self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0,
-                     limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
+    async def follow(
+        self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], str]:
         key = self._frames(stream_id)
         if cursor is None:
             # '$' would lose what is appended between two calls; resolve it to an id once
@@ -280,7 +280,7 @@ class RedisStore(ResultStore):
             await pipe.execute()
         log.info("stream %s: deleted from the store", stream_id)
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (a store with nothing to release keeps it)
         await self._redis.aclose()
 
 

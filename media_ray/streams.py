@@ -3,6 +3,7 @@
 Only the data lives here (no Ray): the registry and ingest actors in `actors/` keep and update
 these values, and the FastAPI app in `deployments/` serves them.
 """
+
 from __future__ import annotations
 
 import secrets

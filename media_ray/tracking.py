@@ -14,6 +14,7 @@ The delay is bounded: a result leaves `delay` frames after it arrived (see `Trac
 and `flush()` gives back the rest at the end of a stream. Detections without a box are
 tracked per label. Signals and frame metadata pass through unchanged.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,26 +35,40 @@ class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="run the temporal stage at all")
-    live: bool = Field(False, description="run it on live streams too; it holds `delay` analysed frames "
-                                          "back (1.5 s at 2 frames/s with the defaults) before a viewer "
-                                          "sees them, so live results are otherwise untracked")
+    live: bool = Field(
+        False,
+        description="run it on live streams too; it holds `delay` analysed frames "
+        "back (1.5 s at 2 frames/s with the defaults) before a viewer "
+        "sees them, so live results are otherwise untracked",
+    )
     confirm_hits: int = Field(
-        2, ge=1, description="hits a track needs before any of its detections is reported; "
-                             "1 reports every detection")
+        2,
+        ge=1,
+        description="hits a track needs before any of its detections is reported; 1 reports every detection",
+    )
     max_gap_frames: int = Field(
-        2, ge=0, description="missed frames between two hits of a track that are bridged; a track "
-                             "missed longer ends")
+        2,
+        ge=0,
+        description="missed frames between two hits of a track that are bridged; a track missed longer ends",
+    )
     max_shift: float = Field(
-        1.0, gt=0.0, description="largest move of a box's centre between a track's hits, in units "
-                                 "of the track's box size (square root of its area) per frame")
+        1.0,
+        gt=0.0,
+        description="largest move of a box's centre between a track's hits, in units "
+        "of the track's box size (square root of its area) per frame",
+    )
     max_scale_change: float = Field(
-        2.0, ge=1.0, description="largest change of a box's area ratio between a track's hits, "
-                                 "per frame, either way")
+        2.0,
+        ge=1.0,
+        description="largest change of a box's area ratio between a track's hits, per frame, either way",
+    )
     bridge_score_factor: float = Field(
-        0.9, gt=0.0, le=1.0, description="a bridged detection's score: the lower of its two hits' "
-                                          "scores times this")
-    bridge_detector: str = Field(
-        "tracking", description="the `detector` written on bridged detections")
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="a bridged detection's score: the lower of its two hits' scores times this",
+    )
+    bridge_detector: str = Field("tracking", description="the `detector` written on bridged detections")
 
     @property
     def delay(self) -> int:
@@ -131,7 +146,7 @@ class DetectionTracker:
                     pairs.append((cost, n, t.id))
         assigned: dict[int, int] = {}
         taken: set[int] = set()
-        for cost, n, tid in sorted(pairs):
+        for _cost, n, tid in sorted(pairs):
             if n in assigned or tid in taken:
                 continue
             assigned[n] = tid
@@ -151,8 +166,7 @@ class DetectionTracker:
 
     def _release(self, p: _Pending) -> FrameResult:
         c = self.config
-        kept = [d for d, tid in zip(p.result.detections, p.tracks)
-                if self._confirmed(tid)]
+        kept = [d for d, tid in zip(p.result.detections, p.tracks) if self._confirmed(tid)]
         present = set(p.tracks)
         for track in self._tracks.values():
             if track.id in present or not self._confirmed(track.id):
@@ -166,8 +180,14 @@ class DetectionTracker:
                 continue
             a, b = track.hits[j], track.hits[k]
             u = (p.pos - j) / (k - j)
-            kept.append(Detection(label=track.label, score=min(a.score, b.score) * c.bridge_score_factor,
-                                  box=_lerp_box(a.box, b.box, u), detector=c.bridge_detector))
+            kept.append(
+                Detection(
+                    label=track.label,
+                    score=min(a.score, b.score) * c.bridge_score_factor,
+                    box=_lerp_box(a.box, b.box, u),
+                    detector=c.bridge_detector,
+                )
+            )
         dropped = len(p.result.detections) - sum(1 for tid in p.tracks if self._confirmed(tid))
         if dropped:
             log.debug("frame %d: %d unconfirmed detections dropped", p.result.frame, dropped)
@@ -184,7 +204,7 @@ def _distance(a: Box | None, b: Box | None, frames: int, c: TrackingConfig) -> f
         return 0.0 if a is None and b is None else None
     area_a = max((a[2] - a[0]) * (a[3] - a[1]), 1e-6)
     area_b = max((b[2] - b[0]) * (b[3] - b[1]), 1e-6)
-    if max(area_a / area_b, area_b / area_a) > c.max_scale_change ** frames:
+    if max(area_a / area_b, area_b / area_a) > c.max_scale_change**frames:
         return None
     shift = math.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
     d = shift / math.sqrt(max(area_a, area_b)) / frames

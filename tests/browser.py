@@ -4,6 +4,7 @@ Playwright's own browser download is never used (`playwright install` is not par
 set-up): the browser is the distribution's `chromium` package, found at MEDIA_RAY_CHROMIUM or
 on the PATH. The flags suit a machine with no display, no GPU and no way out to the internet.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,12 +38,15 @@ def chromium_path() -> str | None:
 
 def fake_camera_flags(y4m: Path) -> list[str]:
     """Flags that make getUserMedia answer, without asking, with `y4m` played in a loop."""
-    return ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={y4m}"]
+    return [
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}",
+    ]
 
 
 @contextlib.contextmanager
-def headless_chromium(camera: Path | None = None) -> Iterator["playwright.sync_api.Browser"]:  # noqa: F821
+def headless_chromium(camera: Path | None = None) -> Iterator[playwright.sync_api.Browser]:  # noqa: F821
     """A started headless Chromium (a Playwright `Browser`), closed on exit.
 
     With `camera`, a .y4m file, the browser's only camera plays that file.

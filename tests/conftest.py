@@ -2,6 +2,7 @@
 
 Everything is made here; the tests need no data from outside the repository.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,7 @@ def tiny_clip_dir(tmp_path_factory):
 def local_ray():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             namespace="media-ray-tests")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="media-ray-tests")
     yield ray
     ray.shutdown()
 
@@ -68,8 +68,7 @@ class LiveApp:
         self.config = service.config
 
 
-def start_live_app(sample, store: dict | None = None, detectors=("reference",), tracking: dict | None = None,
-                   **live):
+def start_live_app(sample, store: dict | None = None, detectors=("reference",), tracking: dict | None = None, **live):
     from ray import serve
 
     from media_ray.app.live_service import LiveService
@@ -83,8 +82,10 @@ def start_live_app(sample, store: dict | None = None, detectors=("reference",), 
         http={"host": "127.0.0.1", "port": port},
         live={"sampling": {"fps": 5, "batch_size": 2}, "rtmp_ports": (rtmp, rtmp + 3), **live},
         tracking=tracking or {},
-        store=store or {}, placement={"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
-        ray={"namespace": "media-ray-tests", "app_prefix": f"live{port}"})
+        store=store or {},
+        placement={"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
+        ray={"namespace": "media-ray-tests", "app_prefix": f"live{port}"},
+    )
     catalog = BrandCatalog.from_folder(sample["logos"])
     return LiveApp(LiveService(config, catalog, list(detectors)).start(), sample, catalog)
 

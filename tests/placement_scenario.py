@@ -7,6 +7,7 @@ Prints one JSON object: the node id of each label, the node each tier's replica 
 Ray reports it to the replica), and for each stream the tier asked, the tier serving, the
 fallback flag and the node ids its frames were analysed on.
 """
+
 import json
 import os
 import sys
@@ -16,14 +17,14 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import httpx  # noqa: E402
 import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+from conftest import free_port  # noqa: E402
 from ray import serve  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
 
 from media_ray.app.live_service import LiveService  # noqa: E402
-from conftest import free_port  # noqa: E402
-from media_ray.topology import app_name  # noqa: E402
 from media_ray.catalog import BrandCatalog  # noqa: E402
 from media_ray.config import MediaRayConfig  # noqa: E402
+from media_ray.topology import app_name  # noqa: E402
 
 LABEL = "media-ray.io/tier"
 WHERE = "support_detectors:WhereDetector"
@@ -39,11 +40,17 @@ def main(clip: str, logos: str, with_lan: bool) -> None:
     ray.init(address=cluster.address, namespace="placement", log_to_driver=False)
     port = free_port()
     config = MediaRayConfig(
-        http={"port": port}, ray={"address": cluster.address, "namespace": "placement"},
-        live={"tiers": ["local", "lan", "cloud"], "tiered_detectors": [WHERE], "fps": 2,
-              "rtmp_ports": (free_port(), free_port())},
+        http={"port": port},
+        ray={"address": cluster.address, "namespace": "placement"},
+        live={
+            "tiers": ["local", "lan", "cloud"],
+            "tiered_detectors": [WHERE],
+            "fps": 2,
+            "rtmp_ports": (free_port(), free_port()),
+        },
         placement={WHERE: {"num_cpus": 0.2}, "default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
-        pipeline={"ready_timeout_s": 60})
+        pipeline={"ready_timeout_s": 60},
+    )
     service = LiveService(config, BrandCatalog.from_folder(logos), [WHERE]).start()
     out = {"nodes": {tier: node.node_id for tier, node in nodes.items()}, "replicas": {}, "streams": {}}
     try:
@@ -66,7 +73,9 @@ def main(clip: str, logos: str, with_lan: bool) -> None:
                 time.sleep(0.25)
             frames = httpx.get(f"{service.url}/api/streams/{sid}/frames").json()
             out["streams"][tier] = {
-                "tier": status["tier"], "fallback": status["fallback"], "state": status["state"],
+                "tier": status["tier"],
+                "fallback": status["fallback"],
+                "state": status["state"],
                 "frames": len(frames),
                 "nodes": sorted({d["label"][5:] for r in frames for d in r["detections"]}),
             }

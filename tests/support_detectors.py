@@ -1,4 +1,5 @@
 """Detectors for tests only, loaded by import path (`support_detectors:Name`)."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """The `media-ray` command as a user runs it: a subprocess, a real local Ray, real decoding."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,18 @@ import sys
 import av
 import numpy as np
 import pytest
+
 from media_ray.boxes import iou
 
 
 def media_ray(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "media_ray.app.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "media_ray.app.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def assert_one_line_error(proc, *words):
@@ -78,14 +85,32 @@ def test_missing_brand_folder_is_one_line_and_status_2(sample, tmp_path):
 
 
 def test_unknown_detector_is_one_line_and_status_2(sample, tmp_path):
-    proc = media_ray("analyze", sample["clip"], "--brands", sample["logos"], "--detectors", "reference,yolo",
-                     "--out", tmp_path / "o")
+    proc = media_ray(
+        "analyze",
+        sample["clip"],
+        "--brands",
+        sample["logos"],
+        "--detectors",
+        "reference,yolo",
+        "--out",
+        tmp_path / "o",
+    )
     assert_one_line_error(proc, "unknown detector 'yolo'")
 
 
 def test_explicit_clip_model_that_cannot_load_is_one_line_and_status_2(sample, tmp_path):
-    proc = media_ray("analyze", sample["clip"], "--brands", sample["logos"], "--detectors", "clip",
-                     "--clip-model", tmp_path / "no-model", "--out", tmp_path / "o")
+    proc = media_ray(
+        "analyze",
+        sample["clip"],
+        "--brands",
+        sample["logos"],
+        "--detectors",
+        "clip",
+        "--clip-model",
+        tmp_path / "no-model",
+        "--out",
+        tmp_path / "o",
+    )
     assert_one_line_error(proc, "clip", "--clip-model")
 
 
@@ -94,10 +119,19 @@ def test_explicit_clip_model_with_broken_weights_is_one_line_and_status_2(sample
     shutil.copytree(tiny_clip_dir, broken)
     for weights in broken.glob("*.safetensors"):
         weights.write_bytes(b"garbage")
-    proc = media_ray("analyze", sample["clip"], "--brands", sample["logos"], "--detectors", "clip",
-                     "--clip-model", broken, "--out", tmp_path / "o")
+    proc = media_ray(
+        "analyze",
+        sample["clip"],
+        "--brands",
+        sample["logos"],
+        "--detectors",
+        "clip",
+        "--clip-model",
+        broken,
+        "--out",
+        tmp_path / "o",
+    )
     assert_one_line_error(proc, "clip")
-
 
 
 def read_frames(path):
@@ -112,8 +146,18 @@ def read_frames(path):
 
 def test_analyze_with_the_reference_detector_finds_the_pasted_logos_at_their_times_and_places(sample, tmp_path):
     out = tmp_path / "out"
-    proc = media_ray("analyze", sample["clip"], "--brands", sample["logos"], "--detectors", "reference",
-                     "--fps", 5, "--out", out)
+    proc = media_ray(
+        "analyze",
+        sample["clip"],
+        "--brands",
+        sample["logos"],
+        "--detectors",
+        "reference",
+        "--fps",
+        5,
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = read_frames(out / "frames.jsonl")
     assert len(rows) == 60
@@ -146,12 +190,24 @@ def test_analyze_with_the_reference_detector_finds_the_pasted_logos_at_their_tim
 
 
 def test_analyze_runs_clip_end_to_end_from_a_local_folder_and_several_videos_go_to_their_own_folders(
-        sample, tmp_path, tiny_clip_dir):
+    sample, tmp_path, tiny_clip_dir
+):
     second = tmp_path / "second.mp4"
     shutil.copy(sample["clip"], second)
     out = tmp_path / "out"
-    proc = media_ray("analyze", sample["clip"], second, "--brands", sample["logos"], "--clip-model", tiny_clip_dir,
-                     "--fps", 2, "--out", out)
+    proc = media_ray(
+        "analyze",
+        sample["clip"],
+        second,
+        "--brands",
+        sample["logos"],
+        "--clip-model",
+        tiny_clip_dir,
+        "--fps",
+        2,
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "note:" not in proc.stderr  # clip's weights load from the folder, so it is in the default set
     for name in ("sample", "second"):
@@ -174,8 +230,18 @@ def test_analyze_runs_clip_end_to_end_from_a_local_folder_and_several_videos_go_
 
 def test_default_set_without_clip_weights_says_so_in_one_line_and_goes_on(sample, tmp_path):
     out = tmp_path / "out"
-    proc = media_ray("analyze", sample["clip"], "--brands", sample["logos"], "--clip-model", tmp_path / "absent",
-                     "--fps", 1, "--out", out)
+    proc = media_ray(
+        "analyze",
+        sample["clip"],
+        "--brands",
+        sample["logos"],
+        "--clip-model",
+        tmp_path / "absent",
+        "--fps",
+        1,
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("note: clip")]
     assert len(notes) == 1 and "--clip-model" in notes[0]
@@ -189,7 +255,9 @@ def test_bench_detectors_measures_each_detector_and_the_set(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "(1280x720)" in lines[0] and "10 brands" in lines[0]
-    rates = {name: float(rate) for name, rate in
-             (re.match(r"(.+?)\s+([\d.]+) frames/s", line).groups() for line in lines[1:])}
+    rates = {
+        name: float(rate)
+        for name, rate in (re.match(r"(.+?)\s+([\d.]+) frames/s", line).groups() for line in lines[1:])
+    }
     assert set(rates) == {"decode", "reference alone", "shape alone", "visual alone", "set, side by side"}
     assert all(r > 0 for r in rates.values()), rates

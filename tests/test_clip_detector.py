@@ -1,4 +1,5 @@
 """The `clip` detector on a randomly initialised CLIP (real tokenizer, random weights), offline."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,11 +47,21 @@ def folder_catalog(tmp_path_factory) -> BrandCatalog:
     folder = tmp_path_factory.mktemp("brands")
     cv2.imwrite(str(folder / "acme.png"), _logo("circle", (220, 30, 30)))
     cv2.imwrite(str(folder / "zenith.png"), _logo("box", (20, 60, 200)))
-    (folder / "brands.json").write_text(json.dumps([
-        {"id": "acme", "name": "Acme", "aliases": ["ACME Corp"], "prompts": ["a red circle logo"], "hex": "#dc1e1e"},
-        {"id": "zenith", "name": "Zenith", "prompts": ["a blue box with white letters"]},
-        {"id": "textonly", "name": "Nike", "aliases": ["Swoosh"]},
-    ]))
+    (folder / "brands.json").write_text(
+        json.dumps(
+            [
+                {
+                    "id": "acme",
+                    "name": "Acme",
+                    "aliases": ["ACME Corp"],
+                    "prompts": ["a red circle logo"],
+                    "hex": "#dc1e1e",
+                },
+                {"id": "zenith", "name": "Zenith", "prompts": ["a blue box with white letters"]},
+                {"id": "textonly", "name": "Nike", "aliases": ["Swoosh"]},
+            ]
+        )
+    )
     cat = BrandCatalog.from_folder(folder)
     assert len(cat.with_images()) == 2 and len(cat) == 3
     return cat
@@ -151,8 +162,9 @@ def test_boxes_follow_tiles(clip_folder, names_catalog):
     batch = _batch(2, width=300, height=200)
     whole = ClipDetector(names_catalog, ClipParams(model=str(clip_folder), tiles=1, min_score=0.0))
     assert all(d.box is None for r in whole.detect(batch) for d in r.detections)
-    tiled = ClipDetector(names_catalog, ClipParams(model=str(clip_folder), tiles=(3, 2),
-                                                   whole_frame=False, min_score=0.0))
+    tiled = ClipDetector(
+        names_catalog, ClipParams(model=str(clip_folder), tiles=(3, 2), whole_frame=False, min_score=0.0)
+    )
     results = tiled.detect(batch)
     _check_results(results, batch, names_catalog)
     grid = set(crop_boxes(300, 200, (3, 2), tiled.params.overlap, whole_frame=False))
@@ -196,8 +208,13 @@ def test_params():
     assert ClipParams(tiles=3).tiles == (3, 3)
     assert ClipParams(tiles="3x2").tiles == (3, 2)
     assert parse_params("clip", {}).tiles == (2, 2)
-    for bad in ({"tiles": 0}, {"templates": ["no placeholder"]}, {"min_score": 2}, {"nope": 1},
-                {"dtype": "int8"}):
+    for bad in (
+        {"tiles": 0},
+        {"templates": ["no placeholder"]},
+        {"min_score": 2},
+        {"nope": 1},
+        {"dtype": "int8"},
+    ):
         with pytest.raises(DetectorError):
             parse_params("clip", bad)
 

@@ -1,5 +1,6 @@
 """The live API end to end: a real Serve app over HTTP/WebSocket, RTMP pushed with the ffmpeg
 CLI, HLS and http pulls served on 127.0.0.1, the embedded and the Redis store."""
+
 from __future__ import annotations
 
 import functools
@@ -13,13 +14,12 @@ import time
 import httpx
 import pytest
 from websockets.sync.client import connect
-from media_ray.boxes import iou
 
+from media_ray.boxes import iou
 
 FFMPEG = shutil.which("ffmpeg")
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="the ffmpeg CLI is not installed (apt-get install ffmpeg)")
 CLIP_FPS = 25
-
 
 
 def wait_state(app, sid, states, timeout=60):
@@ -78,8 +78,21 @@ def test_rtmp_push_is_analysed_live_with_the_clips_own_times(live_app):
     created = httpx.post(f"{app.base_url}/api/streams", json={"source": "rtmp", "name": "obs"}).json()
     assert created["publish_url"].startswith("rtmp://127.0.0.1:") and created["state"] in ("starting", "live")
     sid = created["id"]
-    push = subprocess.Popen([FFMPEG, "-v", "error", "-re", "-i", str(app.sample["clip"]), "-c", "copy",
-                             "-f", "flv", created["publish_url"]])
+    push = subprocess.Popen(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-re",
+            "-i",
+            str(app.sample["clip"]),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            created["publish_url"],
+        ]
+    )
     try:
         [records] = collect(app, sid)
     finally:
@@ -105,8 +118,25 @@ def test_a_publish_with_an_unknown_key_is_refused(live_app):
     created = httpx.post(f"{app.base_url}/api/streams", json={"source": "rtmp"}).json()
     url = created["publish_url"]
     wrong = url.rsplit("/", 1)[0] + "/not-the-key"
-    push = subprocess.run([FFMPEG, "-v", "error", "-re", "-t", "2", "-i", str(app.sample["clip"]), "-c", "copy",
-                           "-f", "flv", wrong], capture_output=True, timeout=60)
+    push = subprocess.run(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-re",
+            "-t",
+            "2",
+            "-i",
+            str(app.sample["clip"]),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            wrong,
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     assert push.returncode != 0
     status = httpx.get(f"{app.base_url}/api/streams/{created['id']}").json()
     assert status["frames_analysed"] == 0
@@ -119,8 +149,25 @@ def served_folder(tmp_path_factory, sample):
     folder = tmp_path_factory.mktemp("www")
     shutil.copy(sample["clip"], folder / "clip.mp4")
     if FFMPEG:
-        subprocess.run([FFMPEG, "-v", "error", "-i", str(sample["clip"]), "-c", "copy", "-f", "hls",
-                        "-hls_time", "2", "-hls_playlist_type", "vod", str(folder / "index.m3u8")], check=True)
+        subprocess.run(
+            [
+                FFMPEG,
+                "-v",
+                "error",
+                "-i",
+                str(sample["clip"]),
+                "-c",
+                "copy",
+                "-f",
+                "hls",
+                "-hls_time",
+                "2",
+                "-hls_playlist_type",
+                "vod",
+                str(folder / "index.m3u8"),
+            ],
+            check=True,
+        )
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -161,8 +208,11 @@ def test_brands_can_be_listed_added_and_removed_while_running(live_app, tmp_path
     ids = {b["id"] for b in httpx.get(f"{app.base_url}/api/brands").json()}
     assert ids == {"acme", "globex", "initech"}
     png = app.sample["logos"] / "initech.png"
-    r = httpx.post(f"{app.base_url}/api/brands", data={"id": "initech2", "name": "Initech Two", "prompts": "a, b"},
-                   files={"image": ("x.png", png.read_bytes(), "image/png")})
+    r = httpx.post(
+        f"{app.base_url}/api/brands",
+        data={"id": "initech2", "name": "Initech Two", "prompts": "a, b"},
+        files={"image": ("x.png", png.read_bytes(), "image/png")},
+    )
     assert r.status_code == 201 and r.json()["has_image"] and r.json()["prompts"] == ["a", "b"]
     assert "initech2" in {b["id"] for b in httpx.get(f"{app.base_url}/api/brands").json()}
     assert httpx.delete(f"{app.base_url}/api/brands/initech2").status_code == 200
@@ -179,15 +229,21 @@ def test_a_running_stream_picks_up_a_new_brand_without_a_restart(live_app):
         wait_state(app, created["id"], ("live",))
         time.sleep(0.5)
         png = app.sample["logos"] / "acme.png"
-        httpx.post(f"{app.base_url}/api/brands", data={"id": "acme", "name": "Acme"},
-                   files={"image": ("acme.png", png.read_bytes(), "image/png")})
+        httpx.post(
+            f"{app.base_url}/api/brands",
+            data={"id": "acme", "name": "Acme"},
+            files={"image": ("acme.png", png.read_bytes(), "image/png")},
+        )
         [records] = collect(app, created["id"])
         assert any(d["label"] == "acme" for r in records for d in r["detections"])
     finally:
         for bid in ("acme", "globex"):
             png = app.sample["logos"] / f"{bid}.png"
-            httpx.post(f"{app.base_url}/api/brands", data={"id": bid, "name": bid.title()},
-                       files={"image": (f"{bid}.png", png.read_bytes(), "image/png")})
+            httpx.post(
+                f"{app.base_url}/api/brands",
+                data={"id": bid, "name": bid.title()},
+                files={"image": (f"{bid}.png", png.read_bytes(), "image/png")},
+            )
 
 
 @needs_ffmpeg
@@ -197,9 +253,28 @@ def test_a_pulled_source_that_drops_shows_reconnecting_then_live_again(live_app,
     app = live_app
     hls = tmp_path / "hls"
     hls.mkdir()
-    producer = subprocess.Popen([FFMPEG, "-v", "error", "-nostdin", "-re", "-i", str(app.sample["clip"]),
-                                 "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_list_size", "0",
-                                 "-hls_playlist_type", "event", str(hls / "index.m3u8")])
+    producer = subprocess.Popen(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-nostdin",
+            "-re",
+            "-i",
+            str(app.sample["clip"]),
+            "-c",
+            "copy",
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_list_size",
+            "0",
+            "-hls_playlist_type",
+            "event",
+            str(hls / "index.m3u8"),
+        ]
+    )
     server = StaticServer(hls)
     try:
         deadline = time.monotonic() + 10

@@ -1,4 +1,5 @@
 """The live app with its results in Redis (a real redis-server): the same fan-out and history."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,6 @@ import time
 
 import httpx
 import pytest
-
 from conftest import start_live_app
 from test_live_api import collect
 
@@ -20,8 +20,10 @@ def redis_url():
     from conftest import free_port
 
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     import redis
 
     client = redis.Redis(port=port)

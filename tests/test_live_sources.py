@@ -3,6 +3,7 @@ served over HTTP on 127.0.0.1, a source that drops and comes back, and HLS playb
 
 Every source runs with bounded timeouts and stops by itself; nothing leaves 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,7 +24,8 @@ import pytest
 
 from media_ray.buffering import Backoff, BackoffConfig, DropOldestBuffer
 from media_ray.hls import HlsWriter
-from media_ray.live import LiveSource, LiveSourceConfig
+from media_ray.live import LiveSource
+from media_ray.live_timeline import LiveSourceConfig
 from media_ray.rtmp import RtmpPublishGate, RtmpPublishInspector
 from media_ray.samples import write_sample
 from media_ray.sources import SOURCE_KINDS, source_kind
@@ -41,8 +43,12 @@ FAST_BACKOFF = BackoffConfig(initial_s=0.2, factor=1.5, max_s=0.5, jitter=0)
 
 
 def ffmpeg(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def free_port() -> int:
@@ -58,8 +64,24 @@ def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("live")
     _, clip = write_sample(folder, seconds=CLIP_S)
     gop = folder / "gop.mp4"
-    assert ffmpeg("-i", str(clip), "-c:v", "libx264", "-preset", "veryfast", "-g", "25",
-                  "-keyint_min", "25", "-sc_threshold", "0", str(gop)).returncode == 0
+    assert (
+        ffmpeg(
+            "-i",
+            str(clip),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "25",
+            "-keyint_min",
+            "25",
+            "-sc_threshold",
+            "0",
+            str(gop),
+        ).returncode
+        == 0
+    )
     mpeg4 = folder / "mpeg4.mkv"
     assert ffmpeg("-i", str(clip), "-c:v", "mpeg4", "-q:v", "4", str(mpeg4)).returncode == 0
     return {"clip": clip, "gop": gop, "mpeg4": mpeg4, "folder": folder}
@@ -101,7 +123,7 @@ class StaticServer:
         self.port = free_port()
         self.httpd = None
 
-    def start(self) -> "StaticServer":
+    def start(self) -> StaticServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
@@ -175,22 +197,32 @@ def test_rtmp_publish_with_the_issued_key_arrives_with_the_clips_times(clips):
     port, states = free_port(), Recorder()
     config = LiveSourceConfig(fps=5, buffer_size=100, read_timeout_s=5)
     with LiveSource(f"rtmp://127.0.0.1:{port}/live/key-1", config, on_state=states) as source:
-        push = ffmpeg("-re", "-i", str(clips["clip"]), "-c", "copy", "-f", "flv",
-                      f"rtmp://127.0.0.1:{port}/live/key-1")
+        push = ffmpeg("-re", "-i", str(clips["clip"]), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/key-1")
         assert push.returncode == 0, push.stderr
         assert source.join(10)
-    assert states.changes == [(StreamState.STARTING, None), (StreamState.LIVE, None),
-                              (StreamState.ENDED, "publisher disconnected")]
+    assert states.changes == [
+        (StreamState.STARTING, None),
+        (StreamState.LIVE, None),
+        (StreamState.ENDED, "publisher disconnected"),
+    ]
     assert_clip_times(drain(source), fps=5)
 
 
 def test_rtmp_publish_with_an_unknown_key_is_refused(clips):
     port, states = free_port(), Recorder()
-    source = LiveSource(f"rtmp://127.0.0.1:{port}/live/key-1", LiveSourceConfig(),
-                        on_state=states).start()
+    source = LiveSource(f"rtmp://127.0.0.1:{port}/live/key-1", LiveSourceConfig(), on_state=states).start()
     try:
-        push = ffmpeg("-re", "-i", str(clips["clip"]), "-c", "copy", "-f", "flv",
-                      f"rtmp://127.0.0.1:{port}/live/other-key", timeout=20)
+        push = ffmpeg(
+            "-re",
+            "-i",
+            str(clips["clip"]),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            f"rtmp://127.0.0.1:{port}/live/other-key",
+            timeout=20,
+        )
         assert push.returncode != 0
         assert source.refused_publishers == 1
         assert source.frames == 0 and source.state == StreamState.STARTING
@@ -234,11 +266,16 @@ def test_rtmp_gate_keeps_a_publisher_when_the_listener_restarts_as_it_connects()
 
 
 def _rtmp_chunks(csid: int, mtype: int, payload: bytes, chunk_size: int) -> bytes:
-    header = bytes([csid]) + (0).to_bytes(3, "big") + len(payload).to_bytes(3, "big") + \
-        bytes([mtype]) + (1).to_bytes(4, "little")
+    header = (
+        bytes([csid])
+        + (0).to_bytes(3, "big")
+        + len(payload).to_bytes(3, "big")
+        + bytes([mtype])
+        + (1).to_bytes(4, "little")
+    )
     out = header + payload[:chunk_size]
     for i in range(chunk_size, len(payload), chunk_size):
-        out += bytes([0xC0 | csid]) + payload[i:i + chunk_size]  # fmt 3 continuation
+        out += bytes([0xC0 | csid]) + payload[i : i + chunk_size]  # fmt 3 continuation
     return out
 
 
@@ -264,13 +301,13 @@ def test_rtmp_inspector_reads_the_published_name_across_chunks_byte_by_byte(name
     passed = b"".join(inspector.feed(bytes([b])) for b in handshake + connect + publish[:-1])
     # complete chunks pass on; the chunk that completes `publish` waits for the verdict
     assert inspector.verdict is None
-    assert passed == handshake + connect + publish[:12 + 128]
+    assert passed == handshake + connect + publish[: 12 + 128]
     passed += inspector.feed(publish[-1:]) + inspector.feed(media)
     assert inspector.verdict is verdict and inspector.name == name
     if verdict:
         assert passed == handshake + connect + publish + media
     else:
-        assert passed == handshake + connect + publish[:12 + 128]
+        assert passed == handshake + connect + publish[: 12 + 128]
         assert "unknown stream key" in inspector.reason
 
 
@@ -278,8 +315,19 @@ def test_rtmp_inspector_reads_the_published_name_across_chunks_byte_by_byte(name
 
 
 def test_hls_playlist_over_http_is_analysed_to_its_end(clips, serve, tmp_path):
-    out = ffmpeg("-i", str(clips["gop"]), "-c", "copy", "-f", "hls", "-hls_time", "1",
-                 "-hls_playlist_type", "vod", str(tmp_path / "index.m3u8"))
+    out = ffmpeg(
+        "-i",
+        str(clips["gop"]),
+        "-c",
+        "copy",
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        "-hls_playlist_type",
+        "vod",
+        str(tmp_path / "index.m3u8"),
+    )
     assert out.returncode == 0, out.stderr
     server, states = serve(tmp_path), Recorder()
     config = LiveSourceConfig(fps=5, buffer_size=100, read_timeout_s=5)
@@ -304,14 +352,32 @@ def test_live_hls_that_drops_reconnects_and_goes_live_again(clips, serve, tmp_pa
     long_clip = tmp_path / "long.ts"  # 8 s: the clip twice
     listing = tmp_path / "twice.txt"
     listing.write_text(f"file '{clips['gop']}'\nfile '{clips['gop']}'\n")
-    assert ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
-                  str(long_clip)).returncode == 0
+    assert ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(long_clip)).returncode == 0
     hls = tmp_path / "hls"
     hls.mkdir()
     producer = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(long_clip),
-         "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_list_size", "0",
-         "-hls_playlist_type", "event", str(hls / "index.m3u8")])
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-i",
+            str(long_clip),
+            "-c",
+            "copy",
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_list_size",
+            "0",
+            "-hls_playlist_type",
+            "event",
+            str(hls / "index.m3u8"),
+        ]
+    )
     try:
         deadline = time.monotonic() + 10
         while not (hls / "index.m3u8").exists() and time.monotonic() < deadline:
@@ -332,8 +398,12 @@ def test_live_hls_that_drops_reconnects_and_goes_live_again(clips, serve, tmp_pa
     finally:
         producer.kill()
         producer.wait()
-    assert states.states[:4] == [StreamState.STARTING, StreamState.LIVE, StreamState.RECONNECTING,
-                                 StreamState.LIVE]
+    assert states.states[:4] == [
+        StreamState.STARTING,
+        StreamState.LIVE,
+        StreamState.RECONNECTING,
+        StreamState.LIVE,
+    ]
     assert states.states[-1] == StreamState.ENDED and source.reconnects >= 1
     frames = drain(source)
     times = np.array([f.t for f in frames])
@@ -360,8 +430,7 @@ def test_stop_ends_a_running_source_at_once(clips):
 def test_pulled_source_that_never_answers_fails_after_max_reconnects():
     states = Recorder()
     config = LiveSourceConfig(open_timeout_s=2, max_reconnects=2, backoff=FAST_BACKOFF)
-    with LiveSource(f"http://127.0.0.1:{free_port()}/gone.m3u8", config,
-                    on_state=states) as source:
+    with LiveSource(f"http://127.0.0.1:{free_port()}/gone.m3u8", config, on_state=states) as source:
         assert source.join(20)
     assert states.states == [StreamState.STARTING, StreamState.RECONNECTING, StreamState.FAILED]
     assert "gave up after 2 reconnects" in source.reason and source.reconnects == 2
@@ -378,11 +447,17 @@ def test_file_played_as_live_is_paced_by_presentation_time(clips):
     assert_clip_times(drain(source), fps=5)
 
 
-@pytest.mark.parametrize("uri, scheme", [
-    ("rtsp://127.0.0.1:8554/cam", "rtsp"), ("/dev/video0", "v4l2"), ("v4l2:///dev/video0", "v4l2"),
-    ("rtmp://0.0.0.0:1935/live/k", "rtmp"), ("https://example.org/a.m3u8", "https"),
-    ("clip.mp4", "file"),
-])
+@pytest.mark.parametrize(
+    "uri, scheme",
+    [
+        ("rtsp://127.0.0.1:8554/cam", "rtsp"),
+        ("/dev/video0", "v4l2"),
+        ("v4l2:///dev/video0", "v4l2"),
+        ("rtmp://0.0.0.0:1935/live/k", "rtmp"),
+        ("https://example.org/a.m3u8", "https"),
+        ("clip.mp4", "file"),
+    ],
+)
 def test_source_kinds_come_from_the_table(uri, scheme):
     assert source_kind(uri)[0] == scheme
     assert SOURCE_KINDS["rtsp"].options["rtsp_transport"] == "tcp"

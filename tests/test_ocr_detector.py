@@ -1,4 +1,5 @@
 """The `ocr` detector on generated frames: brand names written at known places."""
+
 from __future__ import annotations
 
 import json
@@ -9,17 +10,18 @@ import pytest
 
 pytest.importorskip("rapidocr_onnxruntime")
 
+from media_ray.boxes import iou  # noqa: E402
 from media_ray.catalog import BrandCatalog  # noqa: E402
 from media_ray.detectors import create, default_set, detector_class, parse_params  # noqa: E402
 from media_ray.model import FrameBatch  # noqa: E402
-from media_ray.boxes import iou  # noqa: E402
 
 W, H = 1280, 720
 FONT = cv2.FONT_HERSHEY_DUPLEX
 
 
-def _write(frame: np.ndarray, text: str, origin: tuple[int, int], scale: float,
-           colour=(30, 30, 160)) -> tuple[float, float, float, float]:
+def _write(
+    frame: np.ndarray, text: str, origin: tuple[int, int], scale: float, colour=(30, 30, 160)
+) -> tuple[float, float, float, float]:
     """Write text on the frame; returns its box (the glyphs' bounds)."""
     (tw, th), base = cv2.getTextSize(text, FONT, scale, 4)
     cv2.putText(frame, text, origin, FONT, scale, colour, 4, cv2.LINE_AA)
@@ -33,14 +35,17 @@ def _background(seed: int) -> np.ndarray:
     return cv2.resize(noise, (W, H), interpolation=cv2.INTER_CUBIC)
 
 
-
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> BrandCatalog:
     folder = tmp_path_factory.mktemp("logos")
-    (folder / "brands.json").write_text(json.dumps([
-        {"id": "globex", "name": "Globex"},
-        {"id": "initech", "name": "Initech Corp", "aliases": ["Initech"]},
-    ]))
+    (folder / "brands.json").write_text(
+        json.dumps(
+            [
+                {"id": "globex", "name": "Globex"},
+                {"id": "initech", "name": "Initech Corp", "aliases": ["Initech"]},
+            ]
+        )
+    )
     return BrandCatalog.from_folder(folder)
 
 

@@ -1,12 +1,12 @@
 """One stage chain: the same file analysed without Ray, through StreamIngest, and played as a
 live source gives the same detections frame for frame, tracking included."""
+
 from __future__ import annotations
 
 import time
 
 import httpx
 import pytest
-
 from conftest import start_live_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.live]
@@ -26,14 +26,19 @@ def test_a_file_gives_the_same_detections_without_ray_through_stream_ingest_and_
 
     clip = str(sample["clip"])
     catalog = BrandCatalog.from_folder(sample["logos"])
-    config = MediaRayConfig(sampling={"fps": 5, "batch_size": 4}, tracking={"live": True},
-                            placement={"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
-                            ray={"namespace": "media-ray-tests", "app_prefix": "threeways"})
+    config = MediaRayConfig(
+        sampling={"fps": 5, "batch_size": 4},
+        tracking={"live": True},
+        placement={"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
+        ray={"namespace": "media-ray-tests", "app_prefix": "threeways"},
+    )
 
     # 1. in this process, no Ray
     chain = StageChain.for_files(config, catalog)
-    local = [r.record() for r in run_local(file_batches(clip, "local", config.sampling),
-                                           [create("reference", catalog)], chain)]
+    local = [
+        r.record()
+        for r in run_local(file_batches(clip, "local", config.sampling), [create("reference", catalog)], chain)
+    ]
 
     # 2. through StreamIngest and the Serve deployment
     with MediaRayRuntime(config, catalog, ["reference"]) as runtime:

@@ -1,5 +1,6 @@
 """Placement by node label: each tier's detector replicas on the node of that tier, and a
 stream asking for a tier with no node served by the fallback tier, which its status shows."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,17 @@ SCENARIO = Path(__file__).with_name("placement_scenario.py")
 
 
 def run_scenario(sample, with_lan: bool) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SCENARIO.parent), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(SCENARIO), str(sample["clip"]), str(sample["logos"]),
-                           "1" if with_lan else "0"], capture_output=True, text=True, timeout=420, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SCENARIO.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(SCENARIO), str(sample["clip"]), str(sample["logos"]), "1" if with_lan else "0"],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

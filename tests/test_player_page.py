@@ -3,6 +3,7 @@
 The page publishes what it shows on `window.mediaRay` at every draw: the media time of the
 frame on screen and the boxes drawn over it. The tests read that, and the overlay's pixels.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -20,8 +21,8 @@ if chromium_path() is None:
     pytest.skip("no Chromium on this machine (Debian package 'chromium')", allow_module_level=True)
 
 # media-ray.samples.write_sample: acme is on screen over [1, 6) s and [8, 11) s, globex over [4, 10) s
-ACME_ON = (1.5, 5.5)     # well inside the first appearance
-ACME_GONE = (6.5, 7.5)   # after it left, before it returns; only globex is on screen
+ACME_ON = (1.5, 5.5)  # well inside the first appearance
+ACME_GONE = (6.5, 7.5)  # after it left, before it returns; only globex is on screen
 CAMERA_FROM_S, CAMERA_SECONDS = 1.5, 4.0  # the fake camera loops this part of the clip: acme throughout
 
 
@@ -60,9 +61,29 @@ def camera_y4m(app, tmp_path_factory) -> Path:
     """A few seconds of the sample clip as raw YUV 4:2:0, the format Chromium's fake camera plays."""
     clip = Path(sample_part(app.sample, "clip"))
     y4m = tmp_path_factory.mktemp("camera") / "camera.y4m"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(CAMERA_FROM_S), "-t", str(CAMERA_SECONDS),
-                    "-i", str(clip), "-vf", "fps=10", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", str(y4m)],
-                   check=True, timeout=60)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-ss",
+            str(CAMERA_FROM_S),
+            "-t",
+            str(CAMERA_SECONDS),
+            "-i",
+            str(clip),
+            "-vf",
+            "fps=10",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "yuv4mpegpipe",
+            str(y4m),
+        ],
+        check=True,
+        timeout=60,
+    )
     return y4m
 
 
@@ -175,8 +196,12 @@ def test_a_stream_added_with_the_form_is_created_and_listed(page, api):
     page.fill('#add-stream [name="source"]', "rtmp")
     page.fill('#add-stream [name="name"]', name)
     page.click('#add-stream button[type="submit"]')
-    created = wait_for(page, "(name) => { const m = window.mediaRay; return m.selected && "
-                             "document.getElementById('stream-title').textContent === name && m.selected; }", name)
+    created = wait_for(
+        page,
+        "(name) => { const m = window.mediaRay; return m.selected && "
+        "document.getElementById('stream-title').textContent === name && m.selected; }",
+        name,
+    )
     try:
         assert any(s["id"] == created and s["name"] == name for s in api.get("/api/streams").json())
         page.locator(f'#streams li[data-id="{created}"]').wait_for(timeout=10_000)
@@ -226,15 +251,17 @@ def test_boxes_are_drawn_with_the_frames_the_logo_is_in_and_not_after(page, app,
 @pytest.mark.timeout(180)
 def test_the_camera_button_sends_frames_and_draws_the_boxes_that_come_back(page, api):
     page.click("#camera-button")
-    webcam = wait_for(page, "() => { const w = window.mediaRay.webcam; return w.id && w.sent >= 6 && w.received >= 3 && w; }",
-                      timeout_s=90)
+    webcam = wait_for(
+        page,
+        "() => { const w = window.mediaRay.webcam; return w.id && w.sent >= 6 && w.received >= 3 && w; }",
+        timeout_s=90,
+    )
     try:
         assert webcam["frameSize"][0] > 0
         listed = {s["id"]: s for s in api.get("/api/streams").json()}
         assert listed[webcam["id"]]["kind"] == "webcam"
         # the fake camera shows acme all the time: its box comes back and is drawn over the camera
-        box = wait_for(page, "() => window.mediaRay.webcam.drawnBoxes.find((b) => b.label === 'acme')",
-                       timeout_s=60)
+        box = wait_for(page, "() => window.mediaRay.webcam.drawnBoxes.find((b) => b.label === 'acme')", timeout_s=60)
         x0, y0, x1, y1 = box["box"]
         assert 0 <= x0 < x1 <= webcam["frameSize"][0] and 0 <= y0 < y1 <= webcam["frameSize"][1]
         page.click("#camera-button")

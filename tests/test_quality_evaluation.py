@@ -1,4 +1,5 @@
 """`media-ray eval`: the scoring rules, and a whole run over a generated clip."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,20 +23,24 @@ def _det(label, box, score=0.9) -> dict:
 
 def test_box_matches_need_the_label_and_half_overlap():
     gt = _gt([_obj("acme", (100, 100, 200, 200))], [_obj("acme", (100, 100, 200, 200))])
-    records = [{"t": 0.0, "detections": [_det("acme", (110, 110, 210, 210))]},
-               {"t": 0.1, "detections": [_det("globex", (100, 100, 200, 200)),
-                                         _det("acme", (150, 150, 250, 250))]}]
+    records = [
+        {"t": 0.0, "detections": [_det("acme", (110, 110, 210, 210))]},
+        {"t": 0.1, "detections": [_det("globex", (100, 100, 200, 200)), _det("acme", (150, 150, 250, 250))]},
+    ]
     c = score(gt, records, {})
     assert (c.box_tp, c.box_fp, c.box_fn) == (1, 2, 1)
     assert (c.presence_tp, c.presence_fp, c.presence_fn) == (2, 1, 0)
 
 
 def test_small_or_hidden_logos_are_optional_and_distractors_count_as_hits():
-    gt = _gt([_obj("acme", (100, 100, 120, 200)),  # 20 px wide: optional
-              _obj("globex", (300, 300, 400, 400), visible=0.3),  # mostly hidden: optional
-              _obj("spam", (500, 500, 600, 600), distractor=True)])
-    records = [{"t": 0.0, "detections": [_det("acme", (100, 100, 120, 200)),
-                                         _det("spam", (500, 500, 600, 600))]}]
+    gt = _gt(
+        [
+            _obj("acme", (100, 100, 120, 200)),  # 20 px wide: optional
+            _obj("globex", (300, 300, 400, 400), visible=0.3),  # mostly hidden: optional
+            _obj("spam", (500, 500, 600, 600), distractor=True),
+        ]
+    )
+    records = [{"t": 0.0, "detections": [_det("acme", (100, 100, 120, 200)), _det("spam", (500, 500, 600, 600))]}]
     c = score(gt, records, {})
     assert (c.box_tp, c.box_fp, c.box_fn) == (0, 1, 0)
     assert c.distractor_hits == 1
@@ -48,8 +53,14 @@ def test_exposure_error_is_relative_to_the_true_seconds():
 
 
 def test_eval_scores_a_generated_clip(sample, capsys):
-    args = argparse.Namespace(clips=[str(sample["folder"])], brands=str(sample["logos"]), fps=5.0,
-                              detectors="reference", out=None, config=None)
+    args = argparse.Namespace(
+        clips=[str(sample["folder"])],
+        brands=str(sample["logos"]),
+        fps=5.0,
+        detectors="reference",
+        out=None,
+        config=None,
+    )
     assert find_clips(args.clips) == [(sample["clip"], sample["clip"].with_name("sample.gt.json"))]
     assert run_eval(args) == 0
     out = capsys.readouterr().out

@@ -1,4 +1,5 @@
 """The `shape` detector on generated frames: flat single-colour marks pasted at known places."""
+
 from __future__ import annotations
 
 import json
@@ -6,12 +7,12 @@ import json
 import cv2
 import numpy as np
 import pytest
+from scenes import paste
 
+from media_ray.boxes import iou
 from media_ray.catalog import BrandCatalog
 from media_ray.detectors import create
 from media_ray.model import FrameBatch
-from media_ray.boxes import iou
-from scenes import paste
 
 W, H = 1280, 720
 
@@ -22,8 +23,20 @@ def _stripes() -> np.ndarray:
     alpha = np.zeros((h, w), np.uint8)
     for n, top in enumerate((190, 100, 10)):
         x = 20 + n * 150
-        cv2.fillPoly(alpha, [np.int32([[x, h - 10], [x + 110, h - 10], [x + 110 + (h - 10 - top) // 3, top],
-                                        [x + (h - 10 - top) // 3, top]])], 255)
+        cv2.fillPoly(
+            alpha,
+            [
+                np.int32(
+                    [
+                        [x, h - 10],
+                        [x + 110, h - 10],
+                        [x + 110 + (h - 10 - top) // 3, top],
+                        [x + (h - 10 - top) // 3, top],
+                    ]
+                )
+            ],
+            255,
+        )
     return np.dstack([np.zeros((h, w, 3), np.uint8), alpha])
 
 
@@ -48,16 +61,15 @@ def _background(seed: int) -> np.ndarray:
     return bg
 
 
-
-
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> BrandCatalog:
     folder = tmp_path_factory.mktemp("logos")
     marks = {"stripes": (_stripes(), "000000"), "hook": (_hook((240, 120, 20)), "F07814")}
     for brand_id, (rgba, _) in marks.items():
         cv2.imwrite(str(folder / f"{brand_id}.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
-    (folder / "brands.json").write_text(json.dumps([{"id": b, "name": b.title(), "hex": hexv}
-                                                    for b, (_, hexv) in marks.items()]))
+    (folder / "brands.json").write_text(
+        json.dumps([{"id": b, "name": b.title(), "hex": hexv} for b, (_, hexv) in marks.items()])
+    )
     return BrandCatalog.from_folder(folder)
 
 
@@ -67,8 +79,10 @@ def scene():
     colours."""
     one, empty, two, blobs = (_background(s) for s in (1, 2, 3, 4))
     boxes_one = {"stripes": paste(one, _stripes(), (400, 330), 0.6, 8.0)}
-    boxes_two = {"hook": paste(two, _hook((240, 120, 20)), (900, 250), 0.5, -25.0),
-                 "stripes": paste(two, _stripes(), (330, 480), 0.4, 20.0)}
+    boxes_two = {
+        "hook": paste(two, _hook((240, 120, 20)), (900, 250), 0.5, -25.0),
+        "stripes": paste(two, _stripes(), (330, 480), 0.4, 20.0),
+    }
     cv2.circle(blobs, (300, 300), 80, (0, 0, 0), -1)
     cv2.rectangle(blobs, (700, 200), (900, 320), (240, 120, 20), -1)
     cv2.ellipse(blobs, (1000, 550), (120, 50), 30, 0, 360, (0, 0, 0), -1)
@@ -78,8 +92,7 @@ def scene():
 @pytest.fixture(scope="module")
 def results(catalog, scene):
     frames = scene["frames"]
-    batch = FrameBatch.stack("test", 0, frames, [i * 0.2 for i in range(len(frames))],
-                             list(range(len(frames))))
+    batch = FrameBatch.stack("test", 0, frames, [i * 0.2 for i in range(len(frames))], list(range(len(frames))))
     return create("shape", catalog).detect(batch)
 
 

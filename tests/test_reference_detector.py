@@ -1,4 +1,5 @@
 """The `reference` detector on synthetic frames: marks pasted at known places into a texture."""
+
 from __future__ import annotations
 
 import json
@@ -6,13 +7,13 @@ import json
 import cv2
 import numpy as np
 import pytest
+from scenes import paste
 
+from media_ray.boxes import iou
 from media_ray.catalog import BrandCatalog
 from media_ray.detectors import create
 from media_ray.detectors.reference import ReferenceDetector
 from media_ray.model import FrameBatch
-from media_ray.boxes import iou
-from scenes import paste
 
 W, H = 1280, 720
 
@@ -27,15 +28,13 @@ def _logo(seed: int) -> np.ndarray:
         kind = rng.integers(0, 3)
         x, y = int(rng.integers(20, w - 20)), int(rng.integers(20, h - 20))
         if kind == 0:
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(15, 70)), y + int(rng.integers(15, 60))),
-                          colour, -1)
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(15, 70)), y + int(rng.integers(15, 60))), colour, -1)
         elif kind == 1:
             cv2.circle(img, (x, y), int(rng.integers(8, 40)), colour, -1)
         else:
             pts = rng.integers([0, 0], [w, h], size=(3, 2)).astype(np.int32)
             cv2.fillPoly(img, [pts], colour)
-    cv2.putText(img, "ACME" if seed % 2 else "GLOBEX", (30, 140), cv2.FONT_HERSHEY_DUPLEX, 2.2,
-                (20, 20, 120), 5)
+    cv2.putText(img, "ACME" if seed % 2 else "GLOBEX", (30, 140), cv2.FONT_HERSHEY_DUPLEX, 2.2, (20, 20, 120), 5)
     cv2.putText(img, f"est. {1900 + seed}", (60, 210), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (200, 30, 30), 3)
     alpha = np.zeros((h, w), np.uint8)
     cv2.rectangle(alpha, (0, 0), (w - 1, h - 1), 255, -1)
@@ -52,11 +51,14 @@ def _background(seed: int) -> np.ndarray:
     bg = cv2.add(bg, rng.integers(0, 30, (H, W, 3), dtype=np.uint8))
     for _ in range(25):
         colour = tuple(int(c) for c in rng.integers(0, 255, 3))
-        cv2.line(bg, tuple(int(v) for v in rng.integers(0, W, 2)), tuple(int(v) for v in rng.integers(0, H, 2)),
-                 colour, int(rng.integers(1, 6)))
+        cv2.line(
+            bg,
+            tuple(int(v) for v in rng.integers(0, W, 2)),
+            tuple(int(v) for v in rng.integers(0, H, 2)),
+            colour,
+            int(rng.integers(1, 6)),
+        )
     return bg
-
-
 
 
 def _write_catalog(folder, logos: dict[str, np.ndarray], text_only: tuple[str, ...] = ()) -> BrandCatalog:
@@ -69,8 +71,7 @@ def _write_catalog(folder, logos: dict[str, np.ndarray], text_only: tuple[str, .
 
 
 def _batch(frames: list[np.ndarray]) -> FrameBatch:
-    return FrameBatch.stack("test", 0, frames, [i * 0.2 for i in range(len(frames))],
-                            list(range(len(frames))))
+    return FrameBatch.stack("test", 0, frames, [i * 0.2 for i in range(len(frames))], list(range(len(frames))))
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +81,12 @@ def scene():
     one, empty, two = _background(10), _background(11), _background(12)
     boxes_one = [paste(one, acme, (420, 300), 0.8, 6.0)]
     boxes_two = [paste(two, acme, (300, 220), 0.7, -4.0), paste(two, acme, (930, 480), 0.9, 3.0)]
-    return {"acme": acme, "globex": globex, "frames": [one, empty, two],
-            "boxes": [boxes_one, [], boxes_two]}
+    return {"acme": acme, "globex": globex, "frames": [one, empty, two], "boxes": [boxes_one, [], boxes_two]}
 
 
 @pytest.fixture(scope="module")
 def results(scene, tmp_path_factory):
-    catalog = _write_catalog(tmp_path_factory.mktemp("logos"),
-                             {"acme": scene["acme"], "globex": scene["globex"]})
+    catalog = _write_catalog(tmp_path_factory.mktemp("logos"), {"acme": scene["acme"], "globex": scene["globex"]})
     return create("reference", catalog).detect(_batch(scene["frames"]))
 
 
@@ -142,6 +141,7 @@ def test_orb_features_find_the_mark_too(scene, tmp_path):
 
 def test_rejects_unknown_parameters():
     from media_ray.detectors import DetectorError, parse_params
+
     with pytest.raises(DetectorError):
         parse_params("reference", {"ratio": 1.5})
     with pytest.raises(DetectorError):

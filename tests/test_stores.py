@@ -1,5 +1,6 @@
 """The results store: one specification, met by the embedded store (through its Ray actor) and
 by the Redis store (against a real redis-server started here)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,10 +23,16 @@ CAP = 20  # records kept per stream in these tests
 
 def frames(start: int, count: int, fps: float = 2.0) -> list[dict]:
     """Frame records as the pipeline writes them, numbered from `start`."""
-    return [FrameResult(t=i / fps, frame=i, width=640, height=360,
-                        detections=[Detection(label="acme", score=0.9, box=(1, 2, 30, 40),
-                                              detector="clip")]).record()
-            for i in range(start, start + count)]
+    return [
+        FrameResult(
+            t=i / fps,
+            frame=i,
+            width=640,
+            height=360,
+            detections=[Detection(label="acme", score=0.9, box=(1, 2, 30, 40), detector="clip")],
+        ).record()
+        for i in range(start, start + count)
+    ]
 
 
 def numbers(records: list[dict]) -> list[int]:
@@ -48,9 +55,23 @@ def redis_url(tmp_path_factory):
 
     port = _free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     try:
@@ -103,6 +124,7 @@ def open_store(request):
 
 def run(open_store, scenario, timeout_s: float = 30.0):
     """Runs `scenario(store)` on a fresh event loop, bounded in time, and closes the store."""
+
     async def main():
         store = open_store()
         try:

@@ -1,15 +1,20 @@
 """The temporal stage: hysteresis and bridging over one stream's frame results."""
+
 from __future__ import annotations
 
+from media_ray.chain import StageChain, merge_results, run_local
 from media_ray.model import Detection, FrameResult
-from media_ray.pipeline import merge_results, run_local
 from media_ray.tracking import DetectionTracker, TrackingConfig
 
 
 def _frame(n: int, *boxes: tuple[str, tuple[float, float, float, float]]) -> FrameResult:
-    return FrameResult(t=n * 0.2, frame=n * 6, width=1280, height=720,
-                       detections=[Detection(label=label, score=0.8, box=box, detector="test")
-                                   for label, box in boxes])
+    return FrameResult(
+        t=n * 0.2,
+        frame=n * 6,
+        width=1280,
+        height=720,
+        detections=[Detection(label=label, score=0.8, box=box, detector="test") for label, box in boxes],
+    )
 
 
 def _run(tracker: DetectionTracker, frames: list[FrameResult]) -> list[FrameResult]:
@@ -55,10 +60,14 @@ def test_a_long_miss_is_not_bridged():
 
 
 def test_hits_of_another_brand_or_far_away_do_not_confirm_a_track():
-    frames = [_frame(0, ("acme", (0.0, 0.0, 50.0, 50.0))),
-              _frame(1, ("globex", (0.0, 0.0, 50.0, 50.0))),
-              _frame(2, ("acme", (900.0, 600.0, 950.0, 650.0))),
-              _frame(3), _frame(4), _frame(5)]
+    frames = [
+        _frame(0, ("acme", (0.0, 0.0, 50.0, 50.0))),
+        _frame(1, ("globex", (0.0, 0.0, 50.0, 50.0))),
+        _frame(2, ("acme", (900.0, 600.0, 950.0, 650.0))),
+        _frame(3),
+        _frame(4),
+        _frame(5),
+    ]
     out = _run(DetectionTracker(TrackingConfig()), frames)
     assert all(r.detections == [] for r in out)
 
@@ -97,7 +106,7 @@ def test_a_loose_box_around_another_detectors_tight_box_is_the_same_logo():
     assert [d.box for d in merged.detections] == [(880.0, 570.0, 932.0, 646.0)]
 
 
-def test_run_local_applies_tracking_per_stream():
+def test_run_local_applies_the_chains_tracking():
     import numpy as np
 
     from media_ray.detectors import Detector
@@ -109,13 +118,19 @@ def test_run_local_applies_tracking_per_stream():
         name = "blinking"
 
         def detect(self, batch):
-            return [_frame(int(i), *([] if int(i) == 3 else [("acme", _moving(int(i)))]))
-                    for i in batch.indices]
+            return [_frame(int(i), *([] if int(i) == 3 else [("acme", _moving(int(i)))])) for i in batch.indices]
 
-    batches = [FrameBatch.stack("s", k, [np.zeros((4, 4, 3), np.uint8)] * 4,
-                                [0.2 * (4 * k + j) for j in range(4)], [4 * k + j for j in range(4)])
-               for k in range(2)]
-    out = list(run_local(batches, [Blinking(None)], TrackingConfig()))
+    batches = [
+        FrameBatch.stack(
+            "s",
+            k,
+            [np.zeros((4, 4, 3), np.uint8)] * 4,
+            [0.2 * (4 * k + j) for j in range(4)],
+            [4 * k + j for j in range(4)],
+        )
+        for k in range(2)
+    ]
+    out = list(run_local(batches, [Blinking(None)], StageChain(None, 5.0, tracking=TrackingConfig())))
     assert len(out) == 8 and all(len(r.detections) == 1 for r in out)
-    plain = list(run_local(batches, [Blinking(None)]))
+    plain = list(run_local(batches, [Blinking(None)], StageChain(None, 5.0)))
     assert plain[3].detections == []

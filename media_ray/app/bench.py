@@ -7,6 +7,7 @@
   alone: how much of the attainable speed the distribution keeps.
 - `media-ray bench-live`: live latency through the API for 1 and N simultaneous streams.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,10 @@ def run_bench(args: argparse.Namespace) -> int:
         catalog = BrandCatalog.from_folder(write_catalog(tmp / "logos", numbered_brands(10)))
         model_dir = write_random_clip(tmp / "clip", args.preset)
         config.detectors.clip.model = str(model_dir)
-        print(f"video {video}, {args.fps:g} frames/s analysed, batches of {args.batch_size}, "
-              f"random CLIP {args.preset}, {len(catalog)} brands")
+        print(
+            f"video {video}, {args.fps:g} frames/s analysed, batches of {args.batch_size}, "
+            f"random CLIP {args.preset}, {len(catalog)} brands"
+        )
 
         start = time.perf_counter()
         frames = sum(1 for _ in decode(video, args.fps, config.sampling.decode_threads))
@@ -72,8 +75,10 @@ def run_bench(args: argparse.Namespace) -> int:
             pipeline_fps = rate(done, time.perf_counter() - first_at)
         print(f"ray pipeline          {pipeline_fps:8.2f} frames/s  ({done} frames after the first batch)")
         slower = min(decode_fps, clip_fps)
-        print(f"pipeline / slower of decode and clip alone: {pipeline_fps / slower:.2f}  "
-              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        print(
+            f"pipeline / slower of decode and clip alone: {pipeline_fps / slower:.2f}  "
+            f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+        )
     return 0
 
 
@@ -106,10 +111,14 @@ def run_live_bench(args: argparse.Namespace) -> int:
         config.live.sampling.batch_size = 1
         first = free_port()
         config.live.rtmp_ports = (first, first)
-        config.placement.setdefault("clip", config.placement_for("clip").model_copy(
-            update={"max_batch_size": 8, "batch_wait_timeout_s": 0.05}))
-        print(f"video {video}, {args.fps:g} frames/s per stream, random CLIP {args.preset}, "
-              f"{len(catalog)} brands; latency = frame arrival at the ingest -> record on the WebSocket")
+        config.placement.setdefault(
+            "clip",
+            config.placement_for("clip").model_copy(update={"max_batch_size": 8, "batch_wait_timeout_s": 0.05}),
+        )
+        print(
+            f"video {video}, {args.fps:g} frames/s per stream, random CLIP {args.preset}, "
+            f"{len(catalog)} brands; latency = frame arrival at the ingest -> record on the WebSocket"
+        )
 
         from media_ray.app.live_service import LiveService
         from media_ray.topology import app_name
@@ -124,10 +133,14 @@ def run_live_bench(args: argparse.Namespace) -> int:
                 before = clip_app.stats.remote().result()
                 latencies: list[float] = []
                 lock = threading.Lock()
-                ids = [httpx.post(f"{service.url}/api/streams", json={"source": video, "name": f"s{i}"},
-                                  timeout=60).json()["id"] for i in range(n)]
+                ids = [
+                    httpx.post(
+                        f"{service.url}/api/streams", json={"source": video, "name": f"s{i}"}, timeout=60
+                    ).json()["id"]
+                    for i in range(n)
+                ]
 
-                def follow(sid: str) -> None:
+                def follow(sid: str, lock=lock, latencies=latencies) -> None:
                     with connect(f"{ws_base}/ws/streams/{sid}", open_timeout=10) as ws:
                         while True:
                             try:
@@ -151,9 +164,11 @@ def run_live_bench(args: argparse.Namespace) -> int:
                 mean_batch = (after["frames"] - before["frames"]) / calls if calls else float("nan")
                 dropped = sum(s["frames_dropped"] for s in statuses)
                 analysed = sum(s["frames_analysed"] for s in statuses)
-                print(f"{n} stream(s): latency p50 {percentile(latencies, 0.5):.2f} s, "
-                      f"p95 {percentile(latencies, 0.95):.2f} s; {analysed} frames analysed, "
-                      f"{dropped} dropped; mean batch {mean_batch:.1f} frames per model call")
+                print(
+                    f"{n} stream(s): latency p50 {percentile(latencies, 0.5):.2f} s, "
+                    f"p95 {percentile(latencies, 0.95):.2f} s; {analysed} frames analysed, "
+                    f"{dropped} dropped; mean batch {mean_batch:.1f} frames per model call"
+                )
                 for sid in ids:
                     httpx.delete(f"{service.url}/api/streams/{sid}", timeout=60)
     return 0

@@ -12,6 +12,7 @@ requested CLIP model) before starting anything, and reports a bad input in one l
 status 2. Ray and its layers (`actors/`, `deployments/`) are imported only by the commands that run
 on Ray, so `--help` and mistakes answer at once.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,12 +104,20 @@ def print_report(report: ExposureReport, stream=sys.stdout) -> None:
     rows = [("brand", "on screen (s)", "appearances", "largest share")]
     for bid, b in sorted(report.brands.items(), key=lambda kv: -kv[1].exposure_s):
         share = "-" if b.max_share is None else f"{100 * b.max_share:.1f}%"
-        rows.append((b.name if b.name == bid else f"{b.name} ({bid})", f"{b.exposure_s:.1f}",
-                     str(len(b.appearances)), share))
+        rows.append(
+            (
+                b.name if b.name == bid else f"{b.name} ({bid})",
+                f"{b.exposure_s:.1f}",
+                str(len(b.appearances)),
+                share,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for n, r in enumerate(rows):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))),
-              file=stream)
+        print(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))),
+            file=stream,
+        )
         if n == 0:
             print("  ".join("-" * w for w in widths), file=stream)
 
@@ -146,14 +155,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def analyse_one(runtime, info: VideoInfo, target: Path, config: MediaRayConfig, tqdm,
-                progress: bool) -> ExposureReport:
+def analyse_one(runtime, info: VideoInfo, target: Path, config: MediaRayConfig, tqdm, progress: bool) -> ExposureReport:
     from media_ray.output import AnalysisWriter
 
-    bar = tqdm(total=info.expected_frames(config.sampling.fps), unit="frame", desc=info.name,
-               disable=not progress, file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
-                          "[{rate_fmt}, elapsed {elapsed}, remaining {remaining}]")
+    bar = tqdm(
+        total=info.expected_frames(config.sampling.fps),
+        unit="frame",
+        desc=info.name,
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+        "[{rate_fmt}, elapsed {elapsed}, remaining {remaining}]",
+    )
     analysis = runtime.analyse(info.uri, stream_id=info.name, duration_s=info.duration_s)
     with AnalysisWriter(target) as writer, bar:
         for results in analysis:
@@ -194,8 +209,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.start()
     except (DeploymentFailed, DeploymentTimeout) as e:
         _fail(str(e))
-    print(f"media-ray is serving on {service.url} (detectors: {', '.join(detectors)}); Ctrl-C stops it",
-          file=sys.stderr)
+    print(
+        f"media-ray is serving on {service.url} (detectors: {', '.join(detectors)}); Ctrl-C stops it",
+        file=sys.stderr,
+    )
     try:
         while True:
             time.sleep(3600)
@@ -308,9 +325,13 @@ def parser() -> argparse.ArgumentParser:
     bd.add_argument("--brands", help="brand catalogue folder (default: 10 generated brands)")
     bd.add_argument("--detectors", help="comma-separated detector names (default: the default set)")
     bd.add_argument("--seconds", type=float, default=20.0, help="length of the generated clip")
-    bd.add_argument("--background", default="scenery", choices=["scenery", "noise"],
-                    help="background of the generated clip: muted scenery, or saturated colour noise "
-                         "(a worst case for colour proposals)")
+    bd.add_argument(
+        "--background",
+        default="scenery",
+        choices=["scenery", "noise"],
+        help="background of the generated clip: muted scenery, or saturated colour noise "
+        "(a worst case for colour proposals)",
+    )
     bd.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video")
     bd.add_argument("--batch-size", type=int, help="frames per batch (default: sampling.batch_size)")
     bd.add_argument("--config", help="YAML configuration file")

@@ -3,6 +3,7 @@
 The process that starts a LiveService owns the registry and the embedded store actors; they
 live as long as it does.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,15 +39,17 @@ class LiveService:
     def url(self) -> str:
         return self.config.http.base_url
 
-    def start(self) -> "LiveService":
+    def start(self) -> LiveService:
         self.runtime.start(http=True)
         try:
             ns = self.config.ray.namespace
             self.store = connect_store(self.config.store, namespace=ns)
             self.registry = StreamRegistry.options(
-                name=REGISTRY_NAME, namespace=ns, get_if_exists=True,
-                max_concurrency=self.config.live.registry_concurrency).remote(
-                self.config, self.catalog, self.detectors)
+                name=REGISTRY_NAME,
+                namespace=ns,
+                get_if_exists=True,
+                max_concurrency=self.config.live.registry_concurrency,
+            ).remote(self.config, self.catalog, self.detectors)
             serve.run(api_app(self.config), name=self.api_app_name, route_prefix="/")
             wait_for_apps([self.api_app_name], self.config.pipeline.ready_timeout_s)
         except BaseException:
@@ -67,7 +70,7 @@ class LiveService:
                 serve.delete(self.api_app_name)
         self.runtime.stop()
 
-    def __enter__(self) -> "LiveService":
+    def __enter__(self) -> LiveService:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -6,13 +6,14 @@ otherwise; each detector is a Serve application named `<prefix>-<detector>`, and
 detector has one application per tier, `<prefix>-<detector>-<tier>`, each placed by its
 tier's node label.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import ray
 from ray import serve
@@ -40,9 +41,14 @@ def connect_ray(config: MediaRayConfig) -> bool:
     """Start or join Ray as the config says; True when this call started it."""
     if ray.is_initialized():
         return False
-    ray.init(address=config.ray.address, namespace=config.ray.namespace,
-             include_dashboard=config.ray.dashboard, log_to_driver=False,
-             logging_level=logging.ERROR, configure_logging=False)
+    ray.init(
+        address=config.ray.address,
+        namespace=config.ray.namespace,
+        include_dashboard=config.ray.dashboard,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        configure_logging=False,
+    )
     return True
 
 
@@ -63,7 +69,8 @@ def wait_for_apps(names: list[str], timeout_s: float) -> None:
         if pending and time.monotonic() > deadline:
             raise DeploymentTimeout(
                 f"{', '.join(sorted(pending))} not ready after {timeout_s:.0f} s: no node offers the "
-                "resources or labels its placement asks for (see `placement` in the config)")
+                "resources or labels its placement asks for (see `placement` in the config)"
+            )
         if pending:
             time.sleep(0.2)
 
@@ -85,7 +92,8 @@ class FileAnalysis:
             except ray.exceptions.GetTimeoutError:
                 raise DeploymentTimeout(
                     f"the StreamIngest actor was not placed after {self.timeout_s:.0f} s: "
-                    "no node offers what `placement.ingest` asks for") from None
+                    "no node offers what `placement.ingest` asks for"
+                ) from None
             for ref in self.ingest.run.remote():
                 yield ray.get(ref)
             self.report = ray.get(self.ingest.report.remote(self.uri, self.duration_s))
@@ -94,8 +102,13 @@ class FileAnalysis:
 
 
 class MediaRayRuntime:
-    def __init__(self, config: MediaRayConfig, catalog: BrandCatalog, detectors: list[str],
-                 tiers: list[str] | None = None):
+    def __init__(
+        self,
+        config: MediaRayConfig,
+        catalog: BrandCatalog,
+        detectors: list[str],
+        tiers: list[str] | None = None,
+    ):
         self.config = config
         self.catalog = catalog
         self.detectors = list(detectors)
@@ -111,7 +124,7 @@ class MediaRayRuntime:
     def app_name(self, detector: str, tier: str | None = None) -> str:
         return app_name(self.config.ray.app_prefix, detector, tier)
 
-    def start(self, http: bool = False) -> "MediaRayRuntime":
+    def start(self, http: bool = False) -> MediaRayRuntime:
         """Deploy the detectors and wait for the untiered ones (tiers may stay pending: a
         stream then falls back to another tier)."""
         try:
@@ -120,10 +133,15 @@ class MediaRayRuntime:
                 serve.start(http_options={"host": self.config.http.host, "port": self.config.http.port})
             else:
                 serve.start(proxy_location="Disabled")
-            targets = [serve.RunTarget(detector_app(a.detector, self.catalog, self.config, a.tier),
-                                       name=a.name, route_prefix=None) for a in self.apps]
-            serve.run_many(targets, wait_for_ingress_deployment_creation=False,
-                           wait_for_applications_running=False)
+            targets = [
+                serve.RunTarget(
+                    detector_app(a.detector, self.catalog, self.config, a.tier),
+                    name=a.name,
+                    route_prefix=None,
+                )
+                for a in self.apps
+            ]
+            serve.run_many(targets, wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
             self._deployed = [a.name for a in self.apps]
             wait_for_apps([a.name for a in self.apps if a.tier is None], self.config.pipeline.ready_timeout_s)
         except BaseException:
@@ -131,14 +149,14 @@ class MediaRayRuntime:
             raise
         return self
 
-    def analyse(self, uri: str, stream_id: str | None = None,
-                duration_s: float | None = None) -> FileAnalysis:
+    def analyse(self, uri: str, stream_id: str | None = None, duration_s: float | None = None) -> FileAnalysis:
         """One source analysed by a StreamIngest: iterate for its frame results, batch by batch in
         time order; then `report` holds its exposure (`duration_s`: the video's, when known)."""
         stream_id = stream_id or uuid.uuid4().hex[:8]
         handles = {a.detector: serve.get_app_handle(a.name) for a in self.apps if a.tier is None}
         ingest = StreamIngest.options(**self.config.placement_for("ingest").ray_actor_options()).remote(
-            stream_id, uri, self.config, handles, self.catalog)
+            stream_id, uri, self.config, handles, self.catalog
+        )
         return FileAnalysis(ingest, uri, duration_s, self.config.pipeline.ready_timeout_s)
 
     def stop(self) -> None:
@@ -150,7 +168,7 @@ class MediaRayRuntime:
                 serve.delete(name)
         self._deployed.clear()
 
-    def __enter__(self) -> "MediaRayRuntime":
+    def __enter__(self) -> MediaRayRuntime:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -10,10 +10,12 @@ A detector that looks at one frame at a time implements `detect_frame`, which re
 detections with `Detector.detection`, as `detect` does: score clamped to 0..1, box clipped to
 the frame, the detector's name written in.
 """
+
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -66,8 +68,7 @@ class Detector:
         in each frame, as detections."""
         results = empty_results(batch)
         for rgb, result in zip(batch.frames, results):
-            result.detections = [self.detection(f.label, f.score, f.box, batch.size)
-                                 for f in self.detect_frame(rgb)]
+            result.detections = [self.detection(f.label, f.score, f.box, batch.size) for f in self.detect_frame(rgb)]
         return results
 
     def detect_frame(self, rgb: np.ndarray) -> list[Found]:
@@ -77,8 +78,12 @@ class Detector:
     def detection(self, label: str, score: float, box: Box | None, size: tuple[int, int]) -> Detection:
         """A detection of this detector: `score` clamped to 0..1, `box` clipped to a frame of
         `size` (width, height)."""
-        return Detection(label=label, score=float(min(max(score, 0.0), 1.0)),
-                         box=None if box is None else clip_box(box, *size), detector=self.name)
+        return Detection(
+            label=label,
+            score=float(min(max(score, 0.0), 1.0)),
+            box=None if box is None else clip_box(box, *size),
+            detector=self.name,
+        )
 
     def set_catalog(self, catalog: BrandCatalog) -> None:
         """Look for a new set of brands from now on (derived features are rebuilt)."""
@@ -155,18 +160,18 @@ def create(name: str, catalog: BrandCatalog, params: dict[str, Any] | None = Non
     return detector_class(name)(catalog, parse_params(name, params))
 
 
-def default_set(params_by_name: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+def default_set(params_for: Callable[[str], dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
     """The detectors to run when none are named: every one that can run here.
 
-    Returns the names and, for each left out, the reason.
+    `params_for(name)` gives a detector's parameters (`MediaRayConfig.params_for`). Returns the
+    names and, for each left out, the reason.
     """
     chosen, left_out = [], {}
     for name in DETECTORS:
         cls = detector_class(name)
         if not cls.in_default_set:
             continue
-        reason = (cls.unavailable_reason(parse_params(name, params_by_name.get(name)))
-                  if cls.needs_weights else None)
+        reason = cls.unavailable_reason(parse_params(name, params_for(name))) if cls.needs_weights else None
         if reason is None:
             chosen.append(name)
         else:

@@ -26,6 +26,7 @@ whole frame wins). Text and exemplar embeddings are computed once per catalogue.
 Models are loaded once per process and shared by every detector instance that names the same
 model, device and dtype.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,15 @@ from media_ray.detectors.clip_crops import EXEMPLAR_BACKGROUNDS, crop_boxes, fit
 from media_ray.detectors.clip_model import DEFAULT_MODEL, load_clip, model_reason, pooled
 from media_ray.model import FrameBatch, FrameResult, empty_results
 
-__all__ = ["ClipDetector", "ClipParams", "DEFAULT_MODEL", "crop_boxes", "fit_image", "load_clip",
-           "render_exemplar"]
+__all__ = [
+    "ClipDetector",
+    "ClipParams",
+    "DEFAULT_MODEL",
+    "crop_boxes",
+    "fit_image",
+    "load_clip",
+    "render_exemplar",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,36 +73,50 @@ DEFAULT_BACKGROUND = [
 class ClipParams(DetectorParams):
     """Which CLIP model runs where, how frames are cut into crops and how crops are scored."""
 
-    model: str = Field(DEFAULT_MODEL, description="Hugging Face model id, or local folder, of a CLIP "
-                                                  "model (transformers CLIPModel)")
-    device: str = Field("auto", description="where the model runs: 'auto' (cuda when available, else "
-                                            "cpu), 'cpu', 'cuda', 'cuda:1'")
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Hugging Face model id, or local folder, of a CLIP model (transformers CLIPModel)",
+    )
+    device: str = Field(
+        "auto",
+        description="where the model runs: 'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:1'",
+    )
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="number type of weights and activations; float16 only on cuda (cpu "
-                               "falls back to float32)")
-    whole_frame: bool = Field(True, description="score the whole frame as one crop (a detection won "
-                                                "by it has no box)")
-    tiles: tuple[int, int] = Field((2, 2), description="tile grid the frame is also cut into, columns "
-                                                       "x rows; (1, 1) adds no tiles beyond the whole "
-                                                       "frame; an int n means n x n")
+        "float32",
+        description="number type of weights and activations; float16 only on cuda (cpu falls back to float32)",
+    )
+    whole_frame: bool = Field(True, description="score the whole frame as one crop (a detection won by it has no box)")
+    tiles: tuple[int, int] = Field(
+        (2, 2),
+        description="tile grid the frame is also cut into, columns "
+        "x rows; (1, 1) adds no tiles beyond the whole "
+        "frame; an int n means n x n",
+    )
     overlap: float = Field(0.2, ge=0.0, le=0.5, description="share of a tile its neighbour overlaps")
     resize: Literal["pad", "squash", "crop"] = Field(
-        "pad", description="how a crop meets the square input: pad (keep all, letterbox), squash, "
-                           "crop (centre, loses the sides)")
-    min_score: float = Field(0.5, ge=0.0, le=1.0, description="a brand whose best score over a "
-                                                              "frame's crops reaches this is "
-                                                              "reported in that frame")
-    exemplar_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of reference images "
-                                                                    "against text prompts")
+        "pad",
+        description="how a crop meets the square input: pad (keep all, letterbox), squash, "
+        "crop (centre, loses the sides)",
+    )
+    min_score: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="a brand whose best score over a frame's crops reaches this is reported in that frame",
+    )
+    exemplar_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of reference images against text prompts")
     chunk: int = Field(64, ge=1, description="crops per forward pass")
     templates: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1,
-        description="text prompts for every brand, each filled with its name and with each alias "
-                    "in place of {name}")
+        default_factory=lambda: list(DEFAULT_TEMPLATES),
+        min_length=1,
+        description="text prompts for every brand, each filled with its name and with each alias in place of {name}",
+    )
     background_prompts: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_BACKGROUND), min_length=1,
+        default_factory=lambda: list(DEFAULT_BACKGROUND),
+        min_length=1,
         description="text prompts of crops without a logo; each is a class of its own, which "
-                    "takes the score of a crop showing no brand")
+        "takes the score of a crop showing no brand",
+    )
 
     @field_validator("tiles", mode="before")
     @classmethod
@@ -152,6 +174,7 @@ class ClipDetector(Detector):
     def _pixels(self, images: list[np.ndarray]):
         """(N, 3, H, W) model input from RGB uint8 images already at the input size."""
         import torch
+
         c = self.clip
         x = torch.from_numpy(np.stack(images)).to(c.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
@@ -161,31 +184,42 @@ class ClipDetector(Detector):
 
     def _embed_images(self, images: list[np.ndarray]):
         import torch
+
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), self.params.chunk):
-                pixels = self._pixels(images[i:i + self.params.chunk])
+                pixels = self._pixels(images[i : i + self.params.chunk])
                 feats = pooled(self.clip.model.get_image_features(pixel_values=pixels))
                 out.append(torch.nn.functional.normalize(feats.float(), dim=-1))
         return torch.cat(out)
 
     def _embed_texts(self, texts: list[str]):
         import torch
+
         c = self.clip
         out = []
         with torch.inference_mode():
             for i in range(0, len(texts), 256):
-                enc = c.tokenizer(texts[i:i + 256], padding=True, truncation=True,
-                                  max_length=c.max_length, return_tensors="pt")
-                feats = pooled(c.model.get_text_features(input_ids=enc["input_ids"].to(c.device),
-                                                          attention_mask=enc["attention_mask"].to(c.device)))
+                enc = c.tokenizer(
+                    texts[i : i + 256],
+                    padding=True,
+                    truncation=True,
+                    max_length=c.max_length,
+                    return_tensors="pt",
+                )
+                feats = pooled(
+                    c.model.get_text_features(
+                        input_ids=enc["input_ids"].to(c.device),
+                        attention_mask=enc["attention_mask"].to(c.device),
+                    )
+                )
                 out.append(torch.nn.functional.normalize(feats.float(), dim=-1))
         return torch.cat(out)
 
     def brand_prompts(self, catalog: BrandCatalog | None = None) -> dict[str, list[str]]:
         """Each brand's text prompts: the templates filled with its names, then its own prompts."""
         out = {}
-        for b in (catalog or self.catalog):
+        for b in catalog or self.catalog:
             prompts = [t.format(name=n) for n in b.names for t in self.params.templates]
             out[b.id] = list(dict.fromkeys([*prompts, *b.prompts]))
         return out
@@ -193,11 +227,12 @@ class ClipDetector(Detector):
     def _build(self, catalog: BrandCatalog) -> None:
         """Text class embeddings and exemplar embeddings for a catalogue."""
         import torch
+
         prompts = self.brand_prompts(catalog)
         flat = [t for b in catalog for t in prompts[b.id]]
         owner = torch.tensor([k for k, b in enumerate(catalog) for _ in prompts[b.id]])
         emb = self._embed_texts(flat + list(self.params.background_prompts))
-        brand_emb, bg_emb = emb[:len(flat)], emb[len(flat):]
+        brand_emb, bg_emb = emb[: len(flat)], emb[len(flat) :]
         classes = torch.zeros(len(catalog), emb.shape[1], device=emb.device)
         classes.index_add_(0, owner.to(emb.device), brand_emb)
         classes = torch.nn.functional.normalize(classes, dim=-1)
@@ -208,18 +243,27 @@ class ClipDetector(Detector):
         self._img_idx = torch.tensor(with_images, dtype=torch.long, device=emb.device)
         self._exemplars = None
         if with_images and self.params.exemplar_weight > 0:
-            renders = [render_exemplar(catalog.brands[k].image, bg, self.clip.size)
-                       for k in with_images for bg in EXEMPLAR_BACKGROUNDS]
+            renders = [
+                render_exemplar(catalog.brands[k].image, bg, self.clip.size)
+                for k in with_images
+                for bg in EXEMPLAR_BACKGROUNDS
+            ]
             ex = self._embed_images(renders)
             self._exemplars = ex.view(len(with_images), len(EXEMPLAR_BACKGROUNDS), -1)  # (Ki, E, D)
-        log.info("clip: catalogue %s: %d brands, %d prompts, %d with reference images",
-                 catalog.version, len(catalog), len(flat), len(with_images))
+        log.info(
+            "clip: catalogue %s: %d brands, %d prompts, %d with reference images",
+            catalog.version,
+            len(catalog),
+            len(flat),
+            len(with_images),
+        )
 
     # -- scoring ------------------------------------------------------------------------------
 
     def score_crops(self, crops):
         """(N, K) brand scores in 0..1 for (N, D) normalised crop embeddings."""
         import torch
+
         scale = self.clip.logit_scale
         k = len(self._ids)
         p_text = torch.softmax(scale * crops @ self._text.T, dim=-1)[:, :k]
@@ -242,8 +286,11 @@ class ClipDetector(Detector):
         width, height = batch.size
         boxes = crop_boxes(width, height, p.tiles, p.overlap, p.whole_frame)
         whole = [b == (0, 0, width, height) for b in boxes]
-        images = [fit_image(frame[y0:y1, x0:x1], self.clip.size, p.resize, self._fill)
-                  for frame in batch.frames for (x0, y0, x1, y1) in boxes]
+        images = [
+            fit_image(frame[y0:y1, x0:x1], self.clip.size, p.resize, self._fill)
+            for frame in batch.frames
+            for (x0, y0, x1, y1) in boxes
+        ]
         crops = self._embed_images(images)
         scores = self.score_crops(crops).view(len(batch), len(boxes), -1)  # (F, C, K)
         best, where = scores.max(dim=1)  # (F, K)

@@ -1,5 +1,6 @@
 """The `clip` detector's pixels: a frame cut into crops, crops and reference images fitted to
 the model's square input."""
+
 from __future__ import annotations
 
 import cv2
@@ -11,8 +12,9 @@ EXEMPLAR_BACKGROUNDS = ((255, 255, 255), (0, 0, 0))
 EXEMPLAR_FILL = 0.8
 
 
-def crop_boxes(width: int, height: int, tiles: tuple[int, int], overlap: float,
-               whole_frame: bool = True) -> list[tuple[int, int, int, int]]:
+def crop_boxes(
+    width: int, height: int, tiles: tuple[int, int], overlap: float, whole_frame: bool = True
+) -> list[tuple[int, int, int, int]]:
     """The crops of a frame, x0, y0, x1, y1 in pixels: the whole frame first, then the grid."""
     boxes: list[tuple[int, int, int, int]] = []
     if whole_frame:
@@ -55,14 +57,15 @@ def fit_image(img: np.ndarray, size: tuple[int, int], mode: str, fill: tuple[int
         out = np.empty((th, tw, 3), np.uint8)
         out[:] = fill
         y, x = (th - nh) // 2, (tw - nw) // 2
-        out[y:y + nh, x:x + nw] = resized
+        out[y : y + nh, x : x + nw] = resized
         return out
     y, x = (nh - th) // 2, (nw - tw) // 2
-    return np.ascontiguousarray(resized[y:y + th, x:x + tw])
+    return np.ascontiguousarray(resized[y : y + th, x : x + tw])
 
 
-def render_exemplar(rgba: np.ndarray, background: tuple[int, int, int], size: tuple[int, int],
-                    fill: float = EXEMPLAR_FILL) -> np.ndarray:
+def render_exemplar(
+    rgba: np.ndarray, background: tuple[int, int, int], size: tuple[int, int], fill: float = EXEMPLAR_FILL
+) -> np.ndarray:
     """A reference image (RGBA or RGB) over a plain background, centred, filling `fill` of the square."""
     if rgba.ndim == 2:
         rgba = np.repeat(rgba[..., None], 3, axis=2)
@@ -76,5 +79,5 @@ def render_exemplar(rgba: np.ndarray, background: tuple[int, int, int], size: tu
     out = np.empty((th, tw, 3), np.uint8)
     out[:] = background
     y, x = (th - inner[0]) // 2, (tw - inner[1]) // 2
-    out[y:y + inner[0], x:x + inner[1]] = mark
+    out[y : y + inner[0], x : x + inner[1]] = mark
     return out

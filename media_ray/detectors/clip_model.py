@@ -5,6 +5,7 @@ without loading anything, why a model cannot be used here (a folder that is not 
 neither in the local cache nor reachable on the hub); `load_clip` loads it, once per (model,
 device, dtype), shared by every detector instance that names it.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,19 @@ HINT = "point --clip-model (detectors.clip.model) at a local folder holding a CL
 
 def _is_local(model: str) -> bool:
     """Whether `model` names a folder rather than a hub id."""
-    return (os.path.isabs(model) or model.startswith((".", "~")) or os.path.exists(model)
-            or model.count("/") > 1 or "\\" in model)
+    return (
+        os.path.isabs(model)
+        or model.startswith((".", "~"))
+        or os.path.exists(model)
+        or model.count("/") > 1
+        or "\\" in model
+    )
 
 
 def _cached_file(repo_id: str, filename: str) -> str | None:
     try:
         from huggingface_hub import try_to_load_from_cache
+
         found = try_to_load_from_cache(repo_id, filename)
     except Exception:  # invalid id, no huggingface_hub
         return None
@@ -52,9 +59,15 @@ def _in_cache(repo_id: str) -> bool:
     """config.json and a weights file of the id are in the local Hugging Face cache."""
     if _cached_file(repo_id, "config.json") is None:
         return False
-    return any(_cached_file(repo_id, f) is not None for f in (
-        "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-        "pytorch_model.bin.index.json"))
+    return any(
+        _cached_file(repo_id, f) is not None
+        for f in (
+            "model.safetensors",
+            "pytorch_model.bin",
+            "model.safetensors.index.json",
+            "pytorch_model.bin.index.json",
+        )
+    )
 
 
 def _offline() -> bool:
@@ -63,6 +76,7 @@ def _offline() -> bool:
             return True
     try:
         from huggingface_hub import constants
+
         return bool(constants.HF_HUB_OFFLINE)
     except Exception:
         return False
@@ -99,8 +113,7 @@ def model_reason(model: str) -> str | None:
     if _in_cache(model):
         return None
     if _offline():
-        return (f"clip: model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                f"is set; {HINT}")
+        return f"clip: model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {HINT}"
     if _hub_reachable():
         return None
     return f"clip: model {model!r} is not in the local Hugging Face cache and the hub is unreachable; {HINT}"
@@ -129,6 +142,7 @@ _LOCK = threading.Lock()
 
 def _resolve_device(name: str):
     import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -141,8 +155,11 @@ def _resolve_device(name: str):
 
 
 def _norm_constants(model: str, local: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    path = Path(model).expanduser() / "preprocessor_config.json" if local \
+    path = (
+        Path(model).expanduser() / "preprocessor_config.json"
+        if local
         else _cached_file(model, "preprocessor_config.json")
+    )
     if path is not None and Path(path).is_file():
         try:
             cfg = json.loads(Path(path).read_text())
@@ -196,12 +213,20 @@ def load_clip(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "fl
         mean, std = _norm_constants(model, local)
         logit_scale = float(min(net.logit_scale.detach().float().exp().item(), 100.0))
         max_length = int(getattr(net.config.text_config, "max_position_embeddings", 77))
-        loaded = _Clip(net, tokenizer, dev, torch_dtype, (int(size[0]), int(size[1])), mean, std,
-                       logit_scale, max_length)
+        loaded = _Clip(
+            net, tokenizer, dev, torch_dtype, (int(size[0]), int(size[1])), mean, std, logit_scale, max_length
+        )
         _MODELS[key] = loaded
         n = sum(p.numel() for p in net.parameters())
-        log.info("clip: loaded %s on %s (%s, %.1fM parameters, input %dx%d)", model, dev, dtype,
-                 n / 1e6, size[1], size[0])
+        log.info(
+            "clip: loaded %s on %s (%s, %.1fM parameters, input %dx%d)",
+            model,
+            dev,
+            dtype,
+            n / 1e6,
+            size[1],
+            size[0],
+        )
         return loaded
 
 

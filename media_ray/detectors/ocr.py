@@ -9,6 +9,7 @@ is the part of the line's box that the name takes (by its share of the line's ch
 It analyses about 1-2 frames/s of 1280x720 video on two CPU cores, too slow for the default
 set, so it runs only when named (`--detectors reference,ocr`). It needs the `ocr` extra.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -28,15 +29,21 @@ log = logging.getLogger(__name__)
 
 class OcrParams(DetectorParams):
     working_long_side: int = Field(
-        960, ge=64, description="frames are resized so that their long side is this for reading "
-                                "(never enlarged); boxes are mapped back to source pixels")
-    min_text_score: float = Field(
-        0.7, ge=0.0, le=1.0, description="recognition confidence a line of text needs")
+        960,
+        ge=64,
+        description="frames are resized so that their long side is this for reading "
+        "(never enlarged); boxes are mapped back to source pixels",
+    )
+    min_text_score: float = Field(0.7, ge=0.0, le=1.0, description="recognition confidence a line of text needs")
     min_name_similarity: float = Field(
-        0.85, gt=0.0, le=1.0, description="how close (difflib ratio) a misread name must be")
+        0.85, gt=0.0, le=1.0, description="how close (difflib ratio) a misread name must be"
+    )
     min_name_length: int = Field(
-        3, ge=1, description="names shorter than this (in letters and digits) are not looked for: "
-                             "they turn up inside too many words")
+        3,
+        ge=1,
+        description="names shorter than this (in letters and digits) are not looked for: "
+        "they turn up inside too many words",
+    )
     threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets it choose")
 
 
@@ -84,8 +91,7 @@ class OcrDetector(Detector):
 
     def _build(self, catalog: BrandCatalog) -> None:
         p = self.params
-        self._names = [_Name(b.id, _key(n)) for b in catalog for n in b.names
-                       if len(_key(n)) >= p.min_name_length]
+        self._names = [_Name(b.id, _key(n)) for b in catalog for n in b.names if len(_key(n)) >= p.min_name_length]
         log.info("ocr: %d names of %d brands", len(self._names), len(catalog))
 
     def detect_frame(self, rgb: np.ndarray) -> list[Found]:
@@ -126,7 +132,7 @@ class OcrDetector(Detector):
                 best, where = 0.0, (0.0, 1.0)
                 n = len(name.key)
                 for start in range(0, max(1, len(line) - n + 1)):
-                    window = line[start:start + n] if len(line) > n else line
+                    window = line[start : start + n] if len(line) > n else line
                     r = difflib.SequenceMatcher(None, window, name.key).ratio()
                     if r > best:
                         best, where = r, (start / len(line), min(1.0, (start + n) / len(line)))

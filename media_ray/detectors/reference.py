@@ -7,6 +7,7 @@ which is reported only when the projected reference is a plausible view of a fla
 an instance is accepted its matches are taken out and the search repeats, so one brand may be
 found several times in a frame. Needs no model weights.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,67 +32,95 @@ class ReferenceParams(DetectorParams):
     Lengths in pixels are at the working resolution (frames) or the reference resolution.
     """
 
-    seed: int = Field(0, description="seed of the matcher's randomised k-d trees, so that every process "
-                                     "finds the same matches")
+    seed: int = Field(
+        0,
+        description="seed of the matcher's randomised k-d trees, so that every process finds the same matches",
+    )
 
-    features: Literal["sift", "orb"] = Field(
-        "sift", description="keypoint detector and descriptor")
+    features: Literal["sift", "orb"] = Field("sift", description="keypoint detector and descriptor")
     working_long_side: int = Field(
-        512, ge=64, description="frames are resized so that their long side is this for matching "
-                                "(never enlarged); boxes are mapped back to source pixels")
+        512,
+        ge=64,
+        description="frames are resized so that their long side is this for matching "
+        "(never enlarged); boxes are mapped back to source pixels",
+    )
     reference_long_side: int = Field(
-        400, ge=64, description="reference images are resized so that their long side is this")
+        400, ge=64, description="reference images are resized so that their long side is this"
+    )
     reference_backgrounds: tuple[int, ...] = Field(
-        (255, 0, 128), min_length=1,
+        (255, 0, 128),
+        min_length=1,
         description="grey levels a reference with transparency is rendered on; the features of "
-                    "all renderings are pooled, so a mark is found on light and dark scenes alike")
+        "all renderings are pooled, so a mark is found on light and dark scenes alike",
+    )
     channels: tuple[Literal["gray", "a", "b"], ...] = Field(
-        ("gray", "a"), min_length=1,
+        ("gray", "a"),
+        min_length=1,
         description="pictures keypoints are found on, from CHANNELS: brightness, and the red-green "
-                    "and blue-yellow axes of CIELAB, which show a mark whose brightness is the "
-                    "scene's (each costs as much as the first; b found nothing more on the "
-                    "measured clips)")
+        "and blue-yellow axes of CIELAB, which show a mark whose brightness is the "
+        "scene's (each costs as much as the first; b found nothing more on the "
+        "measured clips)",
+    )
     max_frame_features: int = Field(
-        1000, ge=0, description="keypoints kept per frame and channel, strongest first; 0 keeps "
-                                "all (a cluttered scene gives thousands, and matching them all "
-                                "costs more than finding them)")
+        1000,
+        ge=0,
+        description="keypoints kept per frame and channel, strongest first; 0 keeps "
+        "all (a cluttered scene gives thousands, and matching them all "
+        "costs more than finding them)",
+    )
     ratio: float = Field(
-        0.7, gt=0.0, le=1.0, description="Lowe's ratio: a match counts when its distance is below "
-                                          "this times the distance to the nearest keypoint of "
-                                          "another brand")
-    neighbours: int = Field(
-        4, ge=1, description="nearest reference keypoints searched for the ratio test's rival")
-    ransac_reproj_px: float = Field(
-        5.0, gt=0.0, description="RANSAC reprojection threshold at the working resolution")
+        0.7,
+        gt=0.0,
+        le=1.0,
+        description="Lowe's ratio: a match counts when its distance is below "
+        "this times the distance to the nearest keypoint of "
+        "another brand",
+    )
+    neighbours: int = Field(4, ge=1, description="nearest reference keypoints searched for the ratio test's rival")
+    ransac_reproj_px: float = Field(5.0, gt=0.0, description="RANSAC reprojection threshold at the working resolution")
     ransac_method: Literal["ransac", "usac"] = Field(
-        "usac", description="robust estimator of the homography: plain RANSAC, or USAC "
-                            "(OpenCV's RANSAC with SPRT model checks and local optimisation, "
-                            "which gives up early on match sets with few inliers)")
+        "usac",
+        description="robust estimator of the homography: plain RANSAC, or USAC "
+        "(OpenCV's RANSAC with SPRT model checks and local optimisation, "
+        "which gives up early on match sets with few inliers)",
+    )
     ransac_iters: int = Field(2000, ge=10, description="RANSAC iterations at most")
     ransac_confidence: float = Field(
-        0.995, gt=0.0, lt=1.0, description="RANSAC stops early once this sure of its best model")
-    min_inliers: int = Field(
-        8, ge=4, description="homography inliers an instance needs to be reported")
+        0.995, gt=0.0, lt=1.0, description="RANSAC stops early once this sure of its best model"
+    )
+    min_inliers: int = Field(8, ge=4, description="homography inliers an instance needs to be reported")
     min_inlier_spread: float = Field(
-        0.04, ge=0.0, le=1.0, description="area of the inliers' convex hull in the reference over "
-                                          "the mark's area: matches bunched on one spot are no view")
-    max_instances: int = Field(
-        4, ge=1, description="instances of one brand reported per frame at most")
-    min_box_side_px: float = Field(
-        10.0, ge=1.0, description="shortest side of a projected box, working resolution")
+        0.04,
+        ge=0.0,
+        le=1.0,
+        description="area of the inliers' convex hull in the reference over "
+        "the mark's area: matches bunched on one spot are no view",
+    )
+    max_instances: int = Field(4, ge=1, description="instances of one brand reported per frame at most")
+    min_box_side_px: float = Field(10.0, ge=1.0, description="shortest side of a projected box, working resolution")
     max_frame_fraction: float = Field(
-        0.9, gt=0.0, le=1.0, description="largest share of the frame a projected mark may cover")
+        0.9, gt=0.0, le=1.0, description="largest share of the frame a projected mark may cover"
+    )
     max_aspect_change: float = Field(
-        2.5, ge=1.0, description="the projected mark's aspect ratio may differ from the reference's "
-                                 "by this factor at most, either way")
+        2.5,
+        ge=1.0,
+        description="the projected mark's aspect ratio may differ from the reference's "
+        "by this factor at most, either way",
+    )
     max_perspective: float = Field(
-        2.0, ge=1.0, description="largest ratio between the homography's scale at two corners of "
-                                 "the mark (1 = no perspective)")
+        2.0,
+        ge=1.0,
+        description="largest ratio between the homography's scale at two corners of the mark (1 = no perspective)",
+    )
     score_half_inliers: float = Field(
-        15.0, gt=0.0, description="the inlier count that scores 0.5; score = n / (n + this)")
+        15.0, gt=0.0, description="the inlier count that scores 0.5; score = n / (n + this)"
+    )
     cross_brand_iou: float = Field(
-        0.5, gt=0.0, le=1.0, description="of two boxes of different brands overlapping this much, "
-                                         "only the higher-scoring one is kept")
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="of two boxes of different brands overlapping this much, only the higher-scoring one is kept",
+    )
 
 
 @dataclass(frozen=True)
@@ -104,11 +133,14 @@ class _Feature:
 
 FEATURES: dict[str, _Feature] = {
     # approximate nearest neighbours (randomised k-d trees): exact search costs as much as SIFT
-    "sift": _Feature(create=lambda n: cv2.SIFT_create(nfeatures=n),
-                     matcher=lambda: cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4},
-                                                           {"checks": 64})),
-    "orb": _Feature(create=lambda n: cv2.ORB_create(nfeatures=n or 100_000),
-                    matcher=lambda: cv2.BFMatcher(cv2.NORM_HAMMING)),
+    "sift": _Feature(
+        create=lambda n: cv2.SIFT_create(nfeatures=n),
+        matcher=lambda: cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64}),
+    ),
+    "orb": _Feature(
+        create=lambda n: cv2.ORB_create(nfeatures=n or 100_000),
+        matcher=lambda: cv2.BFMatcher(cv2.NORM_HAMMING),
+    ),
 }
 
 
@@ -179,8 +211,7 @@ class ReferenceDetector(Detector):
         for brand in catalog.with_images():
             ref, desc = self._describe(brand)
             if len(desc) < p.min_inliers:
-                log.warning("brand %s: its reference gives %d keypoints, too few to be found",
-                            brand.id, len(desc))
+                log.warning("brand %s: its reference gives %d keypoints, too few to be found", brand.id, len(desc))
                 continue
             owner.append(np.full(len(desc), len(self._refs), dtype=np.int32))
             descriptors.append(desc)
@@ -189,8 +220,9 @@ class ReferenceDetector(Detector):
         if skipped:
             log.info("%d brands have no reference image and are not looked for", skipped)
         self._owner = np.concatenate(owner) if owner else np.zeros(0, np.int32)
-        self._ref_points = (np.concatenate([r.points for r in self._refs])
-                            if self._refs else np.zeros((0, 2), np.float32))
+        self._ref_points = (
+            np.concatenate([r.points for r in self._refs]) if self._refs else np.zeros((0, 2), np.float32)
+        )
         self._matcher = self._new_matcher()
         if descriptors:
             self._matcher.add([np.concatenate(descriptors)])
@@ -198,16 +230,18 @@ class ReferenceDetector(Detector):
             # replica, this one) builds the same index and finds the same matches
             cv2.setRNGSeed(p.seed)
             self._matcher.train()
-        log.info("reference features: %d brands, %d keypoints (%s)", len(self._refs),
-                 len(self._owner), p.features)
+        log.info("reference features: %d brands, %d keypoints (%s)", len(self._refs), len(self._owner), p.features)
 
     def _describe(self, brand: Brand) -> tuple[_Reference, np.ndarray]:
         p = self.params
         rgba = brand.image
         h, w = rgba.shape[:2]
         s = p.reference_long_side / max(h, w)
-        rgba = cv2.resize(rgba, (max(1, round(w * s)), max(1, round(h * s))),
-                          interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        rgba = cv2.resize(
+            rgba,
+            (max(1, round(w * s)), max(1, round(h * s))),
+            interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC,
+        )
         alpha = rgba[..., 3:].astype(np.float32) / 255.0
         rgb = rgba[..., :3].astype(np.float32)
         transparent = bool((alpha < 1.0).any())
@@ -217,8 +251,7 @@ class ReferenceDetector(Detector):
         points, descs = [], []
         for n, level in enumerate(levels):
             view = (rgb * alpha + level * (1.0 - alpha)).round().astype(np.uint8)
-            view = cv2.copyMakeBorder(view, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
-                                      value=(level, level, level))
+            view = cv2.copyMakeBorder(view, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(level, level, level))
             for name in p.channels:
                 channel = CHANNELS[name]
                 if n > 0 and not channel.sees_grey:
@@ -269,11 +302,15 @@ class ReferenceDetector(Detector):
         for r in np.unique(owners):
             sel = owners == r
             if sel.sum() >= p.min_inliers:
-                found += self._instances(self._refs[r], self._ref_points[train[sel]],
-                                         frame_pts[query[sel]], shape)
+                found += self._instances(self._refs[r], self._ref_points[train[sel]], frame_pts[query[sel]], shape)
         # strongest first, without those overlapping a stronger one of another brand
-        keep = nms([i.box for i in found], [i.inliers for i in found], [i.brand.id for i in found],
-                   iou=p.cross_brand_iou, same_label=False)
+        keep = nms(
+            [i.box for i in found],
+            [i.inliers for i in found],
+            [i.brand.id for i in found],
+            iou=p.cross_brand_iou,
+            same_label=False,
+        )
         return [found[i] for i in keep], scale
 
     def _ratio_matches(self, desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -299,8 +336,7 @@ class ReferenceDetector(Detector):
         ok = dist[:, 0] < p.ratio * rival if k > 1 else np.ones(len(query), bool)
         return query[ok], train[ok, 0]
 
-    def _instances(self, ref: _Reference, src: np.ndarray, dst: np.ndarray,
-                   shape: tuple[int, int]) -> list[_Instance]:
+    def _instances(self, ref: _Reference, src: np.ndarray, dst: np.ndarray, shape: tuple[int, int]) -> list[_Instance]:
         """Every plausible instance of one brand among its matches, strongest first."""
         p = self.params
         found: list[_Instance] = []
@@ -308,9 +344,14 @@ class ReferenceDetector(Detector):
         for _ in range(2 * p.max_instances):
             if len(found) == p.max_instances or len(src) < p.min_inliers:
                 break
-            H, mask = cv2.findHomography(src, dst, ROBUST_METHODS[p.ransac_method], p.ransac_reproj_px,
-                                         maxIters=p.ransac_iters,
-                                         confidence=p.ransac_confidence)
+            H, mask = cv2.findHomography(
+                src,
+                dst,
+                ROBUST_METHODS[p.ransac_method],
+                p.ransac_reproj_px,
+                maxIters=p.ransac_iters,
+                confidence=p.ransac_confidence,
+            )
             if H is None or mask is None:
                 break
             inl = mask.ravel().astype(bool)
@@ -331,8 +372,14 @@ class ReferenceDetector(Detector):
             src, dst = src[keep], dst[keep]
         return found
 
-    def _implausible(self, ref: _Reference, H: np.ndarray, quad: np.ndarray | None,
-                     inlier_src: np.ndarray, shape: tuple[int, int]) -> str | None:
+    def _implausible(
+        self,
+        ref: _Reference,
+        H: np.ndarray,
+        quad: np.ndarray | None,
+        inlier_src: np.ndarray,
+        shape: tuple[int, int],
+    ) -> str | None:
         """Why a homography is no view of the flat mark, or None when it is plausible."""
         p = self.params
         if quad is None or not np.isfinite(quad).all():

@@ -24,6 +24,7 @@ and compares the silhouettes of the regions of that colour with the brand's own:
 A brand whose reference is itself a plain shape (a disk, a square) or who has no colour is
 not looked for: any blob of its colour would pass. Needs no model weights.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,112 +57,181 @@ class ShapeParams(DetectorParams):
     """Lengths in pixels are at the working resolution; colour distances are CIE76 ΔE."""
 
     working_long_side: int = Field(
-        640, ge=64, description="frames are resized so that their long side is this (never "
-                                "enlarged); boxes are mapped back to source pixels")
+        640,
+        ge=64,
+        description="frames are resized so that their long side is this (never "
+        "enlarged); boxes are mapped back to source pixels",
+    )
     colour_tolerances: tuple[float, ...] = Field(
-        (14.0, 26.0), min_length=1, description="colour distances from a brand colour within "
-                                                "which a pixel may be part of its mark")
+        (14.0, 26.0),
+        min_length=1,
+        description="colour distances from a brand colour within which a pixel may be part of its mark",
+    )
     dark_lightness: float = Field(
-        25.0, gt=0.0, le=100.0, description="a brand colour darker than this (L*) and nearly grey "
-                                            "is a black mark, found by lightness levels")
+        25.0,
+        gt=0.0,
+        le=100.0,
+        description="a brand colour darker than this (L*) and nearly grey is a black mark, found by lightness levels",
+    )
     dark_levels: tuple[float, ...] = Field(
-        (4.0, 10.0, 20.0), min_length=1, description="L* below which a pixel may be part of a "
-                                                      "black mark (the lowest keeps a pure black "
-                                                      "mark apart from the shadows it lies on)")
+        (4.0, 10.0, 20.0),
+        min_length=1,
+        description="L* below which a pixel may be part of a "
+        "black mark (the lowest keeps a pure black "
+        "mark apart from the shadows it lies on)",
+    )
     dark_chroma_per_lightness: float = Field(
-        1.0, ge=0.0, description="a pixel of a black mark is nearly grey for its lightness: its "
-                                 "chroma is below this times its L* plus 2 (and below "
-                                 "grey_chroma)")
-    grey_chroma: float = Field(
-        14.0, gt=0.0, description="chroma below which a pixel (or brand colour) counts as grey")
-    colour_merge: float = Field(
-        8.0, ge=0.0, description="brand colours closer than this share one mask")
+        1.0,
+        ge=0.0,
+        description="a pixel of a black mark is nearly grey for its lightness: its "
+        "chroma is below this times its L* plus 2 (and below "
+        "grey_chroma)",
+    )
+    grey_chroma: float = Field(14.0, gt=0.0, description="chroma below which a pixel (or brand colour) counts as grey")
+    colour_merge: float = Field(8.0, ge=0.0, description="brand colours closer than this share one mask")
     open_radii: tuple[int, ...] = Field(
-        (0, 3), min_length=1, description="radii a mask is opened with, so that a mark touching "
-                                          "an area of its own colour through thin parts is cut "
-                                          "free of it")
+        (0, 3),
+        min_length=1,
+        description="radii a mask is opened with, so that a mark touching "
+        "an area of its own colour through thin parts is cut "
+        "free of it",
+    )
     close_radii: tuple[int, ...] = Field(
-        (0, 3, 8), min_length=1, description="radii a mask is closed with, so that separate "
-                                              "parts of one mark are also taken together (for "
-                                              "marks of several parts; others use the first)")
+        (0, 3, 8),
+        min_length=1,
+        description="radii a mask is closed with, so that separate "
+        "parts of one mark are also taken together (for "
+        "marks of several parts; others use the first)",
+    )
     keystones: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], ...] = Field(
-        (0.2, 0.4), description="the references are also seen turned away from the camera: for "
-                                "each value, one edge this much shorter, the opposite one this "
-                                "much longer (empty: rotations only)")
-    template_size: int = Field(32, ge=8, le=128, description="side of the square silhouettes are "
-                                                             "compared at")
-    rotation_step_deg: float = Field(10.0, gt=0.0, le=90.0, description="step, in degrees, between "
-                                                                         "the rotations of the "
-                                                                         "references tried")
-    min_side_px: float = Field(12.0, ge=2.0, description="regions whose bounds have a side shorter "
-                                                         "than this are not compared")
-    min_area_px: int = Field(50, ge=1, description="regions of fewer pixels than this are not "
-                                                   "compared")
+        (0.2, 0.4),
+        description="the references are also seen turned away from the camera: for "
+        "each value, one edge this much shorter, the opposite one this "
+        "much longer (empty: rotations only)",
+    )
+    template_size: int = Field(32, ge=8, le=128, description="side of the square silhouettes are compared at")
+    rotation_step_deg: float = Field(
+        10.0, gt=0.0, le=90.0, description="step, in degrees, between the rotations of the references tried"
+    )
+    min_side_px: float = Field(
+        12.0, ge=2.0, description="regions whose bounds have a side shorter than this are not compared"
+    )
+    min_area_px: int = Field(50, ge=1, description="regions of fewer pixels than this are not compared")
     max_frame_fraction: float = Field(
-        0.6, gt=0.0, le=1.0, description="largest share of the frame a region's bounds may cover")
+        0.6, gt=0.0, le=1.0, description="largest share of the frame a region's bounds may cover"
+    )
     max_aspect_change: float = Field(
-        1.6, ge=1.0, description="a region's aspect ratio may differ from the rotated "
-                                 "reference's by this factor at most, either way")
+        1.6,
+        ge=1.0,
+        description="a region's aspect ratio may differ from the rotated "
+        "reference's by this factor at most, either way",
+    )
     max_fill_change: float = Field(
-        1.6, ge=1.0, description="a region's share of its bounds may differ from the rotated "
-                                 "reference's by this factor at most, either way")
-    max_regions: int = Field(
-        120, ge=1, description="regions compared per mask at most, largest first")
+        1.6,
+        ge=1.0,
+        description="a region's share of its bounds may differ from the rotated "
+        "reference's by this factor at most, either way",
+    )
+    max_regions: int = Field(120, ge=1, description="regions compared per mask at most, largest first")
     min_similarity: float = Field(
-        0.82, gt=0.0, le=1.0, description="correlation with the brand's silhouette a region needs")
+        0.82, gt=0.0, le=1.0, description="correlation with the brand's silhouette a region needs"
+    )
     refine_floor: float = Field(
-        0.6, gt=0.0, le=1.0, description="a region correlating at least this well (but below "
-                                         "min_similarity) has its alignment with the best "
-                                         "silhouettes refined (ECC, affine) and is compared again: "
-                                         "views between the rotation and keystone steps")
+        0.6,
+        gt=0.0,
+        le=1.0,
+        description="a region correlating at least this well (but below "
+        "min_similarity) has its alignment with the best "
+        "silhouettes refined (ECC, affine) and is compared again: "
+        "views between the rotation and keystone steps",
+    )
     refine_candidates: int = Field(
-        1, ge=0, description="silhouettes (best first) a region's alignment is refined against")
+        1, ge=0, description="silhouettes (best first) a region's alignment is refined against"
+    )
     max_refinements: int = Field(
-        12, ge=0, description="regions whose alignment is refined per frame at most, those "
-                              "correlating best first")
+        12,
+        ge=0,
+        description="regions whose alignment is refined per frame at most, those correlating best first",
+    )
     refine_min_side_px: float = Field(
-        24.0, ge=2.0, description="shortest side of a region whose alignment is refined (a "
-                                  "small blob bends to too many shapes)")
+        24.0,
+        ge=2.0,
+        description="shortest side of a region whose alignment is refined (a small blob bends to too many shapes)",
+    )
     refined_margin: float = Field(
-        0.06, ge=0.0, description="a refined alignment must correlate this much better than "
-                                  "min_similarity (it has six more degrees of freedom)")
+        0.06,
+        ge=0.0,
+        description="a refined alignment must correlate this much better than "
+        "min_similarity (it has six more degrees of freedom)",
+    )
     refined_plain_gap: float = Field(
-        0.05, ge=0.0, description="and this much better than the region matches a plain shape "
-                                  "(a blob bent to fit a compact mark looks as much like its "
-                                  "own hull)")
+        0.05,
+        ge=0.0,
+        description="and this much better than the region matches a plain shape "
+        "(a blob bent to fit a compact mark looks as much like its "
+        "own hull)",
+    )
     max_refine_warp: float = Field(
-        0.25, ge=0.0, lt=1.0, description="a refined alignment may scale, shear or shift the "
-                                          "normalised silhouette by this much at most")
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="a refined alignment may scale, shear or shift the normalised silhouette by this much at most",
+    )
     plain_margin: float = Field(
-        0.10, ge=0.0, description="how much more a region may look like a plain shape (its own "
-                                  "moment ellipse or convex hull) than the brand's mark does")
+        0.10,
+        ge=0.0,
+        description="how much more a region may look like a plain shape (its own "
+        "moment ellipse or convex hull) than the brand's mark does",
+    )
     plain_floor: float = Field(
-        0.75, ge=0.0, le=1.0, description="a region may always look this much like a plain shape")
+        0.75, ge=0.0, le=1.0, description="a region may always look this much like a plain shape"
+    )
     plain_reference: float = Field(
-        0.90, gt=0.0, le=1.0, description="a reference that matches its own plain shape this "
-                                          "well is not looked for")
-    ring_px: int = Field(3, ge=1, description="width of the ring around a region that its colour "
-                                              "is compared with")
+        0.90,
+        gt=0.0,
+        le=1.0,
+        description="a reference that matches its own plain shape this well is not looked for",
+    )
+    ring_px: int = Field(3, ge=1, description="width of the ring around a region that its colour is compared with")
     min_ring_contrast: float = Field(
-        20.0, ge=0.0, description="colour distance a region's mean colour must have from its "
-                                  "ring's mean: a region cut out of a larger area of nearly its "
-                                  "colour is no mark")
+        20.0,
+        ge=0.0,
+        description="colour distance a region's mean colour must have from its "
+        "ring's mean: a region cut out of a larger area of nearly its "
+        "colour is no mark",
+    )
     nms_iou: float = Field(
-        0.5, gt=0.0, le=1.0, description="of two marks (of any brands) whose boxes overlap this "
-                                         "much (intersection over union), only the better is kept")
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="of two marks (of any brands) whose boxes overlap this "
+        "much (intersection over union), only the better is kept",
+    )
     nms_inside: float = Field(
-        0.8, gt=0.0, le=1.0, description="of two marks (of any brands) one of whose boxes lies "
-                                         "this much inside the other (intersection over the "
-                                         "smaller box), only the better is kept: a part of a mark "
-                                         "(one stripe, the tail of a swoosh) may look like a mark")
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="of two marks (of any brands) one of whose boxes lies "
+        "this much inside the other (intersection over the "
+        "smaller box), only the better is kept: a part of a mark "
+        "(one stripe, the tail of a swoosh) may look like a mark",
+    )
     min_colour_coverage: float = Field(
-        0.3, ge=0.0, le=1.0, description="a brand is looked for only when its colour covers at "
-                                         "least this share of its reference's opaque pixels")
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="a brand is looked for only when its colour covers at "
+        "least this share of its reference's opaque pixels",
+    )
     min_part_share: float = Field(
-        0.02, gt=0.0, le=1.0, description="a reference's connected part of at least this share of "
-                                          "its mark counts as a part: a mark of several (stripes, "
-                                          "letters) also has its regions taken together "
-                                          "(close_radii)")
+        0.02,
+        gt=0.0,
+        le=1.0,
+        description="a reference's connected part of at least this share of "
+        "its mark counts as a part: a mark of several (stripes, "
+        "letters) also has its regions taken together "
+        "(close_radii)",
+    )
 
 
 @dataclass(frozen=True)
@@ -242,7 +312,7 @@ class ShapeDetector(Detector):
                     opened = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_OPEN, disk(radius))
                     self._regions(opened, (x0, y0), m, lab, found, near)
         # the near misses most like a mark, while the frame's refinements last
-        for candidate in sorted(near, key=lambda n: -n.similarity)[:p.max_refinements]:
+        for candidate in sorted(near, key=lambda n: -n.similarity)[: p.max_refinements]:
             hit = self._refine(candidate)
             if hit is not None:
                 found.append(hit)
@@ -250,25 +320,37 @@ class ShapeDetector(Detector):
         keep = nms([f.box for f in found], [f.similarity for f in found], iou=p.nms_iou, inside=p.nms_inside)
         return [found[i] for i in keep], scale
 
-    def _regions(self, mask: np.ndarray, offset: tuple[int, int], m: ColourMask, lab: np.ndarray,
-                 found: list[_Found], near: list[_Near]) -> None:
+    def _regions(
+        self,
+        mask: np.ndarray,
+        offset: tuple[int, int],
+        m: ColourMask,
+        lab: np.ndarray,
+        found: list[_Found],
+        near: list[_Near],
+    ) -> None:
         """The marks among the regions of one mask (a window of the frame at `offset`), at
         every closing radius, added to `found`; the regions that are nearly a mark, to `near`."""
         p = self.params
         H, W = lab.shape[:2]
         ox, oy = offset
         seen: set[tuple[int, ...]] = set()
-        for radius in (p.close_radii if m.parted else p.close_radii[:1]):
+        for radius in p.close_radii if m.parted else p.close_radii[:1]:
             grouped = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disk(radius))
             n, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
             x, y, bw, bh, area = (stats[1:, i] for i in range(5))
             # a region cut by the frame's edge shows no whole silhouette to compare
-            ok = ((np.minimum(bw, bh) >= p.min_side_px) & (area >= p.min_area_px)
-                  & (bw * bh <= p.max_frame_fraction * W * H)
-                  & (x + ox > 0) & (y + oy > 0) & (x + ox + bw < W) & (y + oy + bh < H))
-            ok[ok] = m.plausible(bw[ok] / bh[ok], area[ok] / (bw[ok] * bh[ok]),
-                                 p.max_aspect_change, p.max_fill_change)
-            for i in (np.flatnonzero(ok)[np.argsort(-area[ok])][:p.max_regions] + 1):
+            ok = (
+                (np.minimum(bw, bh) >= p.min_side_px)
+                & (area >= p.min_area_px)
+                & (bw * bh <= p.max_frame_fraction * W * H)
+                & (x + ox > 0)
+                & (y + oy > 0)
+                & (x + ox + bw < W)
+                & (y + oy + bh < H)
+            )
+            ok[ok] = m.plausible(bw[ok] / bh[ok], area[ok] / (bw[ok] * bh[ok]), p.max_aspect_change, p.max_fill_change)
+            for i in np.flatnonzero(ok)[np.argsort(-area[ok])][: p.max_regions] + 1:
                 key = tuple(stats[i])
                 if key in seen:  # the same region at another radius
                     continue
@@ -282,16 +364,16 @@ class ShapeDetector(Detector):
                 if hit is None:
                     continue
                 if not self._contrasts(lab, region, (x0, y0, x1, y1)):
-                    log.debug("region at %d,%d matches (%.2f) but does not stand out", x0, y0,
-                              hit.similarity)
+                    log.debug("region at %d,%d matches (%.2f) but does not stand out", x0, y0, hit.similarity)
                     continue
                 if isinstance(hit, _Found):
                     found.append(hit)
                 elif min(x1 - x0, y1 - y0) >= p.refine_min_side_px:
                     near.append(hit)
 
-    def _match(self, region: np.ndarray, m: ColourMask, box: tuple[float, float, float, float]
-               ) -> _Found | _Near | None:
+    def _match(
+        self, region: np.ndarray, m: ColourMask, box: tuple[float, float, float, float]
+    ) -> _Found | _Near | None:
         """The brand whose silhouette the region matches; or, when it correlates fairly
         well with some silhouettes (`refine_floor`) but not well enough, those silhouettes;
         or None."""
@@ -315,8 +397,11 @@ class ShapeDetector(Detector):
             top = int(sims.argmax())
             if sims[top] >= best_sim:
                 best, best_sim = s, float(sims[top])
-            close += [(float(sims[i]), s, vectors[i]) for i in np.argsort(-sims)[:p.refine_candidates]
-                      if sims[i] >= p.refine_floor]
+            close += [
+                (float(sims[i]), s, vectors[i])
+                for i in np.argsort(-sims)[: p.refine_candidates]
+                if sims[i] >= p.refine_floor
+            ]
         if best is not None:
             # a blob that happens to correlate with a mark looks far plainer than the mark
             if plain_similarity(crop, p.template_size) > max(best.plain + p.plain_margin, p.plain_floor):
@@ -325,7 +410,7 @@ class ShapeDetector(Detector):
         if not close:
             return None
         close.sort(key=lambda c: -c[0])
-        return _Near(close[0][0], vec, crop, close[:p.refine_candidates], box)
+        return _Near(close[0][0], vec, crop, close[: p.refine_candidates], box)
 
     def _refine(self, near: _Near) -> _Found | None:
         """A near miss seen again after refining its alignment with each of its closest
@@ -335,8 +420,11 @@ class ShapeDetector(Detector):
         plain = plain_similarity(near.crop, p.template_size)
         for _, s, template in near.silhouettes:
             sim = refined_similarity(template, near.vector, p.template_size, p.max_refine_warp)
-            if (sim >= best_sim and sim >= plain + p.refined_plain_gap
-                    and plain <= max(s.plain + p.plain_margin, p.plain_floor)):
+            if (
+                sim >= best_sim
+                and sim >= plain + p.refined_plain_gap
+                and plain <= max(s.plain + p.plain_margin, p.plain_floor)
+            ):
                 best, best_sim = s, sim
         return _Found(best.brand, best_sim, near.box) if best is not None else None
 
@@ -348,7 +436,7 @@ class ShapeDetector(Detector):
         x0, y0, x1, y1 = box
         X0, Y0, X1, Y1 = max(0, x0 - 2 * r), max(0, y0 - 2 * r), min(W, x1 + 2 * r), min(H, y1 + 2 * r)
         inside = np.zeros((Y1 - Y0, X1 - X0), np.uint8)
-        inside[y0 - Y0:y1 - Y0, x0 - X0:x1 - X0] = region
+        inside[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0] = region
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         near = cv2.dilate(inside, kernel)
         ring = (cv2.dilate(near, kernel) > 0) & (near == 0)

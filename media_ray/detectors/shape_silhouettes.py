@@ -6,6 +6,7 @@ nearly one colour share a `ColourMask`. The same normalisation (crop to the boun
 small square, zero mean and unit norm) is what frame regions are compared by, in
 `media_ray.detectors.shape`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,16 +46,14 @@ class ColourMask:
     #: whether a mark of this colour is made of separate parts (so its regions are grouped)
     parted: bool
 
-    def plausible(self, aspect: np.ndarray, fill: np.ndarray, max_aspect: float,
-                  max_fill: float) -> np.ndarray:
+    def plausible(self, aspect: np.ndarray, fill: np.ndarray, max_aspect: float, max_fill: float) -> np.ndarray:
         """Which regions (by the aspect and fill of their bounds) some rotated silhouette of
         this colour could be; a cheap test before the correlation."""
         a = np.concatenate([s.aspects for s in self.shapes])
         f = np.concatenate([s.fills for s in self.shapes])
         ra = aspect[:, None] / a[None, :]
         rf = fill[:, None] / f[None, :]
-        return ((ra <= max_aspect) & (ra >= 1 / max_aspect)
-                & (rf <= max_fill) & (rf >= 1 / max_fill)).any(1)
+        return ((ra <= max_aspect) & (ra >= 1 / max_aspect) & (rf <= max_fill) & (rf >= 1 / max_fill)).any(1)
 
 
 def colour_masks(catalog: BrandCatalog, p: ShapeParams) -> list[ColourMask]:
@@ -70,8 +69,7 @@ def colour_masks(catalog: BrandCatalog, p: ShapeParams) -> list[ColourMask]:
             continue
         plain = plain_similarity(mask, p.template_size)
         if plain >= p.plain_reference:
-            log.info("brand %s: its mark is a plain shape (%.2f): not looked for by shape",
-                     brand.id, plain)
+            log.info("brand %s: its mark is a plain shape (%.2f): not looked for by shape", brand.id, plain)
             continue
         shapes = silhouettes(brand, mask, plain, p)
         for n, m in enumerate(masks):
@@ -81,8 +79,7 @@ def colour_masks(catalog: BrandCatalog, p: ShapeParams) -> list[ColourMask]:
         else:
             dark = lab[0] < p.dark_lightness and np.hypot(lab[1], lab[2]) < p.grey_chroma
             masks.append(ColourMask(lab, bool(dark), [shapes], shapes.parted))
-    log.info("shape references: %d brands in %d colour masks",
-             sum(len(m.shapes) for m in masks), len(masks))
+    log.info("shape references: %d brands in %d colour masks", sum(len(m.shapes) for m in masks), len(masks))
     return masks
 
 
@@ -96,8 +93,7 @@ def reference_mask(brand: Brand, lab: np.ndarray, p: ShapeParams) -> np.ndarray 
     near = np.linalg.norm(to_lab(rgba[..., :3]) - lab, axis=2) <= max(p.colour_tolerances)
     mask = (opaque & near).astype(np.uint8)
     if mask.sum() < p.min_colour_coverage * max(1, opaque.sum()):
-        log.info("brand %s: its colour covers too little of its mark: not looked for by shape",
-                 brand.id)
+        log.info("brand %s: its colour covers too little of its mark: not looked for by shape", brand.id)
         return None
     return mask
 
@@ -111,18 +107,20 @@ def silhouettes(brand: Brand, mask: np.ndarray, plain: float, p: ShapeParams) ->
     views = [src]
     for k in p.keystones:
         for s in (k, -k):  # one edge shorter by k, the opposite one longer by k
-            views.append(np.float32([[0, h * s / 2], [w, -h * s / 2],
-                                     [w, h + h * s / 2], [0, h - h * s / 2]]))
-            views.append(np.float32([[w * s / 2, 0], [w - w * s / 2, 0],
-                                     [w + w * s / 2, h], [-w * s / 2, h]]))
+            views.append(np.float32([[0, h * s / 2], [w, -h * s / 2], [w, h + h * s / 2], [0, h - h * s / 2]]))
+            views.append(np.float32([[w * s / 2, 0], [w - w * s / 2, 0], [w + w * s / 2, h], [-w * s / 2, h]]))
     vectors, aspects, fills = [], [], []
     for dst in views:
         dst = dst + np.float32([(side - w) / 2, (side - h) / 2])
-        canvas = cv2.warpPerspective(mask.astype(np.float32), cv2.getPerspectiveTransform(src, dst),
-                                     (side, side), flags=cv2.INTER_LINEAR)
+        canvas = cv2.warpPerspective(
+            mask.astype(np.float32),
+            cv2.getPerspectiveTransform(src, dst),
+            (side, side),
+            flags=cv2.INTER_LINEAR,
+        )
         for angle in np.arange(0.0, 360.0, p.rotation_step_deg):
             m = cv2.getRotationMatrix2D((side / 2, side / 2), float(angle), 1.0)
-            rotated = (cv2.warpAffine(canvas, m, (side, side), flags=cv2.INTER_LINEAR) >= 0.5)
+            rotated = cv2.warpAffine(canvas, m, (side, side), flags=cv2.INTER_LINEAR) >= 0.5
             crop = crop_to_bounds(rotated.astype(np.uint8))
             vec = normalised(crop, p.template_size) if crop is not None else None
             if vec is None:
@@ -130,8 +128,14 @@ def silhouettes(brand: Brand, mask: np.ndarray, plain: float, p: ShapeParams) ->
             vectors.append(vec)
             aspects.append(crop.shape[1] / crop.shape[0])
             fills.append(crop.mean())
-    return Silhouettes(brand, np.stack(vectors), np.float32(aspects), np.float32(fills),
-                       plain, parts(mask, p.min_part_share) > 1)
+    return Silhouettes(
+        brand,
+        np.stack(vectors),
+        np.float32(aspects),
+        np.float32(fills),
+        plain,
+        parts(mask, p.min_part_share) > 1,
+    )
 
 
 def parts(mask: np.ndarray, share: float) -> int:
@@ -154,7 +158,7 @@ def crop_to_bounds(mask: np.ndarray) -> np.ndarray | None:
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return None
-    return mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    return mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
 def normalised(crop: np.ndarray, size: int) -> np.ndarray | None:
@@ -181,8 +185,14 @@ def refined_similarity(template: np.ndarray, vec: np.ndarray, size: int, max_war
     linear = np.linalg.svd(warp[:, :2], compute_uv=False)
     if (abs(linear - 1.0) > max_warp).any() or (np.abs(warp[:, 2]) > max_warp * size).any():
         return 0.0
-    aligned = cv2.warpAffine(r, warp, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=float(r.min()))
+    aligned = cv2.warpAffine(
+        r,
+        warp,
+        (size, size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=float(r.min()),
+    )
     aligned = aligned.ravel() - aligned.mean()
     norm = float(np.linalg.norm(aligned))
     return float(aligned @ template) / norm if norm > 1e-6 else 0.0
@@ -211,8 +221,16 @@ def plain_similarity(crop: np.ndarray, size: int) -> float:
         axes = 2.0 * np.sqrt(np.maximum(vals, 1e-6))  # a uniform ellipse's semi-axes
         angle = float(np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1])))
         ellipse = np.zeros_like(crop)
-        cv2.ellipse(ellipse, (round(cx), round(cy)), (max(1, round(axes[1])), max(1, round(axes[0]))),
-                    angle, 0, 360, 1, -1)
+        cv2.ellipse(
+            ellipse,
+            (round(cx), round(cy)),
+            (max(1, round(axes[1])), max(1, round(axes[0]))),
+            angle,
+            0,
+            360,
+            1,
+            -1,
+        )
         plains.append(ellipse)
     best = 0.0
     for plain in plains:
@@ -221,4 +239,3 @@ def plain_similarity(crop: np.ndarray, size: int) -> float:
         if pv is not None:
             best = max(best, float(pv @ vec))
     return best
-

@@ -2,6 +2,7 @@
 
 These are signals, not detections: they go into `FrameResult.signals["visual"]`.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -34,8 +35,7 @@ class VisualDetector(Detector):
     def measure(self, rgb: np.ndarray) -> dict:
         p: VisualParams = self.params
         h, w = rgb.shape[:2]
-        small = cv2.resize(rgb, (p.work_width, max(1, round(h * p.work_width / w))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(rgb, (p.work_width, max(1, round(h * p.work_width / w))), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
         hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
         return {
@@ -54,5 +54,10 @@ class VisualDetector(Detector):
         _, labels, centres = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
         counts = np.bincount(labels.ravel(), minlength=k)
         order = np.argsort(-counts)
-        return [{"hex": "".join(f"{int(round(c)):02x}" for c in centres[i]),
-                 "share": round(float(counts[i]) / len(pixels), 4)} for i in order]
+        return [
+            {
+                "hex": "".join(f"{int(round(c)):02x}" for c in centres[i]),
+                "share": round(float(counts[i]) / len(pixels), 4),
+            }
+            for i in order
+        ]

@@ -13,6 +13,7 @@ catalogue, and the four backgrounds (a park, a city at night, a cluttered market
 whose crowd is a field of small coloured blocks) are procedural. This is a measuring
 instrument, not a test: pytest does not collect it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,62 +30,273 @@ import numpy as np
 from PIL import Image
 
 SIMPLE_ICONS = "simple-icons@16.37.0"
-CATALOGUE = ["puma", "shell", "ferrari", "audi", "visa", "underarmour", "mitsubishi", "airbnb",
-             "twitch", "chevrolet"]
+CATALOGUE = [
+    "puma",
+    "shell",
+    "ferrari",
+    "audi",
+    "visa",
+    "underarmour",
+    "mitsubishi",
+    "airbnb",
+    "twitch",
+    "chevrolet",
+]
 DISTRACTORS = ["apple", "nvidia", "jordan", "honda"]
 H, W = 1000, 1800  # background canvas; the clips are 1280x720 views that pan across it
 
 SCENES = [
-    {"name": "own-park", "seconds": 10, "fps": 30, "size": [1280, 720], "seed": 1,
-     "background": "park",
-     "tracks": [
-         {"brand": "puma", "t0": 0.5, "t1": 6.5, "p0": [300, 250], "p1": [700, 420], "w0": 220, "w1": 300,
-          "rot0": -10, "rot1": 15, "yaw0": 0.0, "yaw1": 0.3},
-         {"brand": "shell", "t0": 3.0, "t1": 10.0, "p0": [950, 300], "p1": [850, 380], "w0": 90, "w1": 240,
-          "anchored": True},
-         {"brand": "visa", "t0": 0.0, "t1": 10.0, "p0": [1160, 660], "p1": [1160, 660], "w0": 120, "w1": 120},
-         {"brand": "apple", "t0": 2.0, "t1": 8.0, "p0": [200, 550], "p1": [450, 500], "w0": 110, "w1": 140,
-          "distractor": True}]},
-    {"name": "own-night", "seconds": 10, "fps": 30, "size": [1280, 720], "seed": 2,
-     "background": "night",
-     "tracks": [
-         {"brand": "underarmour", "t0": 0.0, "t1": 5.5, "p0": [400, 300], "p1": [600, 260], "w0": 240, "w1": 200,
-          "rot0": 0, "rot1": -20},
-         {"brand": "mitsubishi", "t0": 4.0, "t1": 10.0, "p0": [900, 450], "p1": [700, 350], "w0": 150, "w1": 230,
-          "rot0": 10, "rot1": -10, "blur0": 1.5, "blur1": 0.0},
-         {"brand": "twitch", "t0": 1.0, "t1": 9.0, "p0": [180, 160], "p1": [220, 200], "w0": 110, "w1": 130,
-          "opacity": 0.85},
-         {"brand": "jordan", "t0": 5.0, "t1": 10.0, "p0": [350, 480], "p1": [420, 450], "w0": 160, "w1": 180,
-          "distractor": True}],
-     "grade": {"gain": [1.0, 0.97, 1.05], "gamma": 1.05, "noise": 2.0}},
-    {"name": "own-market", "seconds": 10, "fps": 30, "size": [1280, 720], "seed": 3,
-     "background": "market",
-     "tracks": [
-         {"brand": "ferrari", "t0": 0.0, "t1": 6.0, "p0": [300, 360], "p1": [420, 300], "w0": 130, "w1": 170,
-          "rot0": 0, "rot1": 10},
-         {"brand": "airbnb", "t0": 2.0, "t1": 9.0, "p0": [850, 250], "p1": [800, 420], "w0": 160, "w1": 200,
-          "yaw0": 0.3, "yaw1": -0.2, "rot0": 5, "rot1": -15},
-         {"brand": "chevrolet", "t0": 5.0, "t1": 10.0, "p0": [400, 580], "p1": [600, 560], "w0": 260, "w1": 300,
-          "blur0": 0.0, "blur1": 1.5, "anchored": True},
-         {"brand": "audi", "t0": 0.0, "t1": 4.0, "p0": [1050, 600], "p1": [1000, 560], "w0": 200, "w1": 220},
-         {"brand": "nvidia", "t0": 3.0, "t1": 8.0, "p0": [150, 120], "p1": [250, 150], "w0": 140, "w1": 160,
-          "distractor": True}]},
-    {"name": "own-stadium", "seconds": 10, "fps": 30, "size": [1280, 720], "seed": 4,
-     "background": "stadium",
-     "tracks": [
-         {"brand": "visa", "t0": 0.0, "t1": 10.0, "p0": [1190, 50], "p1": [1190, 50], "w0": 90, "w1": 90,
-          "opacity": 0.7},
-         {"brand": "shell", "t0": 0.0, "t1": 7.0, "p0": [500, 330], "p1": [500, 330], "w0": 110, "w1": 110,
-          "anchored": True, "yaw0": 0.4, "yaw1": 0.4},
-         {"brand": "chevrolet", "t0": 2.0, "t1": 9.0, "p0": [200, 560], "p1": [900, 520], "w0": 180, "w1": 260,
-          "rot0": -5, "rot1": 10, "blur0": 0.0, "blur1": 1.2},
-         {"brand": "ferrari", "t0": 1.0, "t1": 8.0, "p0": [950, 600], "p1": [800, 640], "w0": 60, "w1": 70,
-          "rot0": 0, "rot1": 20},
-         {"brand": "puma", "t0": 4.0, "t1": 10.0, "p0": [350, 420], "p1": [420, 440], "w0": 150, "w1": 170,
-          "yaw0": -0.3, "yaw1": 0.1},
-         {"brand": "honda", "t0": 0.0, "t1": 10.0, "p0": [900, 330], "p1": [900, 330], "w0": 150, "w1": 150,
-          "anchored": True, "distractor": True}],
-     "grade": {"gain": [1.03, 1.0, 0.97], "gamma": 1.0, "noise": 1.5}},
+    {
+        "name": "own-park",
+        "seconds": 10,
+        "fps": 30,
+        "size": [1280, 720],
+        "seed": 1,
+        "background": "park",
+        "tracks": [
+            {
+                "brand": "puma",
+                "t0": 0.5,
+                "t1": 6.5,
+                "p0": [300, 250],
+                "p1": [700, 420],
+                "w0": 220,
+                "w1": 300,
+                "rot0": -10,
+                "rot1": 15,
+                "yaw0": 0.0,
+                "yaw1": 0.3,
+            },
+            {
+                "brand": "shell",
+                "t0": 3.0,
+                "t1": 10.0,
+                "p0": [950, 300],
+                "p1": [850, 380],
+                "w0": 90,
+                "w1": 240,
+                "anchored": True,
+            },
+            {
+                "brand": "visa",
+                "t0": 0.0,
+                "t1": 10.0,
+                "p0": [1160, 660],
+                "p1": [1160, 660],
+                "w0": 120,
+                "w1": 120,
+            },
+            {
+                "brand": "apple",
+                "t0": 2.0,
+                "t1": 8.0,
+                "p0": [200, 550],
+                "p1": [450, 500],
+                "w0": 110,
+                "w1": 140,
+                "distractor": True,
+            },
+        ],
+    },
+    {
+        "name": "own-night",
+        "seconds": 10,
+        "fps": 30,
+        "size": [1280, 720],
+        "seed": 2,
+        "background": "night",
+        "tracks": [
+            {
+                "brand": "underarmour",
+                "t0": 0.0,
+                "t1": 5.5,
+                "p0": [400, 300],
+                "p1": [600, 260],
+                "w0": 240,
+                "w1": 200,
+                "rot0": 0,
+                "rot1": -20,
+            },
+            {
+                "brand": "mitsubishi",
+                "t0": 4.0,
+                "t1": 10.0,
+                "p0": [900, 450],
+                "p1": [700, 350],
+                "w0": 150,
+                "w1": 230,
+                "rot0": 10,
+                "rot1": -10,
+                "blur0": 1.5,
+                "blur1": 0.0,
+            },
+            {
+                "brand": "twitch",
+                "t0": 1.0,
+                "t1": 9.0,
+                "p0": [180, 160],
+                "p1": [220, 200],
+                "w0": 110,
+                "w1": 130,
+                "opacity": 0.85,
+            },
+            {
+                "brand": "jordan",
+                "t0": 5.0,
+                "t1": 10.0,
+                "p0": [350, 480],
+                "p1": [420, 450],
+                "w0": 160,
+                "w1": 180,
+                "distractor": True,
+            },
+        ],
+        "grade": {"gain": [1.0, 0.97, 1.05], "gamma": 1.05, "noise": 2.0},
+    },
+    {
+        "name": "own-market",
+        "seconds": 10,
+        "fps": 30,
+        "size": [1280, 720],
+        "seed": 3,
+        "background": "market",
+        "tracks": [
+            {
+                "brand": "ferrari",
+                "t0": 0.0,
+                "t1": 6.0,
+                "p0": [300, 360],
+                "p1": [420, 300],
+                "w0": 130,
+                "w1": 170,
+                "rot0": 0,
+                "rot1": 10,
+            },
+            {
+                "brand": "airbnb",
+                "t0": 2.0,
+                "t1": 9.0,
+                "p0": [850, 250],
+                "p1": [800, 420],
+                "w0": 160,
+                "w1": 200,
+                "yaw0": 0.3,
+                "yaw1": -0.2,
+                "rot0": 5,
+                "rot1": -15,
+            },
+            {
+                "brand": "chevrolet",
+                "t0": 5.0,
+                "t1": 10.0,
+                "p0": [400, 580],
+                "p1": [600, 560],
+                "w0": 260,
+                "w1": 300,
+                "blur0": 0.0,
+                "blur1": 1.5,
+                "anchored": True,
+            },
+            {
+                "brand": "audi",
+                "t0": 0.0,
+                "t1": 4.0,
+                "p0": [1050, 600],
+                "p1": [1000, 560],
+                "w0": 200,
+                "w1": 220,
+            },
+            {
+                "brand": "nvidia",
+                "t0": 3.0,
+                "t1": 8.0,
+                "p0": [150, 120],
+                "p1": [250, 150],
+                "w0": 140,
+                "w1": 160,
+                "distractor": True,
+            },
+        ],
+    },
+    {
+        "name": "own-stadium",
+        "seconds": 10,
+        "fps": 30,
+        "size": [1280, 720],
+        "seed": 4,
+        "background": "stadium",
+        "tracks": [
+            {
+                "brand": "visa",
+                "t0": 0.0,
+                "t1": 10.0,
+                "p0": [1190, 50],
+                "p1": [1190, 50],
+                "w0": 90,
+                "w1": 90,
+                "opacity": 0.7,
+            },
+            {
+                "brand": "shell",
+                "t0": 0.0,
+                "t1": 7.0,
+                "p0": [500, 330],
+                "p1": [500, 330],
+                "w0": 110,
+                "w1": 110,
+                "anchored": True,
+                "yaw0": 0.4,
+                "yaw1": 0.4,
+            },
+            {
+                "brand": "chevrolet",
+                "t0": 2.0,
+                "t1": 9.0,
+                "p0": [200, 560],
+                "p1": [900, 520],
+                "w0": 180,
+                "w1": 260,
+                "rot0": -5,
+                "rot1": 10,
+                "blur0": 0.0,
+                "blur1": 1.2,
+            },
+            {
+                "brand": "ferrari",
+                "t0": 1.0,
+                "t1": 8.0,
+                "p0": [950, 600],
+                "p1": [800, 640],
+                "w0": 60,
+                "w1": 70,
+                "rot0": 0,
+                "rot1": 20,
+            },
+            {
+                "brand": "puma",
+                "t0": 4.0,
+                "t1": 10.0,
+                "p0": [350, 420],
+                "p1": [420, 440],
+                "w0": 150,
+                "w1": 170,
+                "yaw0": -0.3,
+                "yaw1": 0.1,
+            },
+            {
+                "brand": "honda",
+                "t0": 0.0,
+                "t1": 10.0,
+                "p0": [900, 330],
+                "p1": [900, 330],
+                "w0": 150,
+                "w1": 150,
+                "anchored": True,
+                "distractor": True,
+            },
+        ],
+        "grade": {"gain": [1.03, 1.0, 0.97], "gamma": 1.0, "noise": 1.5},
+    },
 ]
 
 
@@ -99,14 +311,14 @@ def render_icons(icons: Path, logos: Path, extra: Path) -> None:
     def render(slug: str, out: Path) -> dict:
         icon = by_slug[slug]
         svg = (icons / "icons" / f"{slug}.svg").read_text().replace("<svg ", f'<svg fill="#{icon["hex"]}" ', 1)
-        rgba = np.asarray(Image.open(io.BytesIO(cairosvg.svg2png(bytestring=svg.encode(), output_width=512)))
-                          .convert("RGBA"))
+        rgba = np.asarray(
+            Image.open(io.BytesIO(cairosvg.svg2png(bytestring=svg.encode(), output_width=512))).convert("RGBA")
+        )
         ys, xs = np.nonzero(rgba[..., 3] > 0)
-        Image.fromarray(rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]).save(out)
+        Image.fromarray(rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]).save(out)
         return icon
 
-    meta = [{"id": s, "name": (icon := render(s, logos / f"{s}.png"))["title"], "hex": icon["hex"]}
-            for s in CATALOGUE]
+    meta = [{"id": s, "name": (icon := render(s, logos / f"{s}.png"))["title"], "hex": icon["hex"]} for s in CATALOGUE]
     (logos / "brands.json").write_text(json.dumps(meta, indent=1))
     for s in DISTRACTORS:
         render(s, extra / f"{s}.png")
@@ -120,7 +332,7 @@ def backgrounds(folder: Path) -> None:
         for o in range(octaves):
             s = 2 ** (o + 2)
             n = rng.random((s * h // w + 2, s + 2)).astype(np.float32)
-            out += cv2.resize(n, (w, h), interpolation=cv2.INTER_CUBIC) / (1.6 ** o)
+            out += cv2.resize(n, (w, h), interpolation=cv2.INTER_CUBIC) / (1.6**o)
         out -= out.min()
         return out / out.max()
 
@@ -170,7 +382,7 @@ def backgrounds(folder: Path) -> None:
     x = 0
     while x < W:
         w = int(rng.integers(180, 420))
-        img[490:580, x:x + w] = rng.integers(30, 230, 3)
+        img[490:580, x : x + w] = rng.integers(30, 230, 3)
         x += w
     stripes = ((np.arange(W)[None, :] + np.arange(H - 580)[:, None] * 0.3) // 120) % 2
     img[580:] = np.float32([60, 140, 60])[None, None, :] * (0.9 + 0.15 * stripes[..., None])
@@ -181,8 +393,11 @@ def backgrounds(folder: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="quality-clips", help="where logos/, clips/ and the rest go")
-    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[3] / "shared"),
-                    help="the shared folder holding tools/make_clip.py")
+    ap.add_argument(
+        "--shared",
+        default=str(Path(__file__).resolve().parents[3] / "shared"),
+        help="the shared folder holding tools/make_clip.py",
+    )
     ap.add_argument("--simple-icons", help="a simple-icons package folder (default: npm install one)")
     args = ap.parse_args()
     out = Path(args.out).resolve()
@@ -201,8 +416,10 @@ def main() -> int:
         spec = {**scene, "background": {"image": str(bg / f"{scene['background']}.png")}}
         path = scenes / f"{scene['name']}.json"
         path.write_text(json.dumps(spec, indent=1))
-        subprocess.run([sys.executable, str(make_clip), str(path), "--logos", str(every), "--out", str(clips)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(make_clip), str(path), "--logos", str(every), "--out", str(clips)],
+            check=True,
+        )
     print(f"clips in {clips}; catalogue in {logos}")
     return 0
 
