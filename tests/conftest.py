@@ -20,6 +20,25 @@ sys.path.insert(0, str(TESTS))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+#: what the tests of each folder need, as markers: `pytest -m "not slow"` is the fast lane
+FOLDER_MARKS = {
+    "unit": (),
+    "quality": ("quality",),
+    "ray": ("ray", "slow"),
+    "live": ("live", "slow"),
+    "browser": ("browser", "slow"),
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for mark in FOLDER_MARKS.get(Path(item.path).parent.name, ()):
+            item.add_marker(mark)
+        if "local_ray" in getattr(item, "fixturenames", ()):  # a Ray anywhere is slow
+            item.add_marker("ray")
+            item.add_marker("slow")
+
+
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory):
     """A 12 s 640x360 clip with two brands of a three-brand catalogue on known tracks."""

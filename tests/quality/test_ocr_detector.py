@@ -83,6 +83,6 @@ def test_reads_an_alias(scene, results):
 
 
 def test_is_left_out_of_the_default_set_but_runs_when_named():
-    names, left_out = default_set({})
+    names, left_out = default_set(lambda name: {})
     assert "ocr" not in names and "ocr" not in left_out  # no note: it is not missing, only slow
     assert detector_class("ocr").unavailable_reason(parse_params("ocr", {})) is None

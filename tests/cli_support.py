@@ -1,0 +1,36 @@
+"""Running the `media-ray` command as a user does: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def media_ray(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "media_ray.app.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(proc, *words):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("media-ray: error: ") and "Traceback" not in proc.stderr
+    for w in words:
+        assert w in lines[0]
+
+
+def read_frames(path):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in rows:
+        assert set(r) == {"t", "frame", "detections"}
+        for d in r["detections"]:
+            assert set(d) == {"label", "score", "box", "detector"} and 0 <= d["score"] <= 1
+    assert [r["t"] for r in rows] == sorted(r["t"] for r in rows)
+    return rows
