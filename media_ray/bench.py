@@ -59,8 +59,8 @@ def run_detector_bench(args: argparse.Namespace) -> int:
 
     config = MediaRayConfig.load(args.config)
     batch_size = args.batch_size or config.sampling.batch_size
-    with tempfile.TemporaryDirectory(prefix="media-ray-bench-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="media-ray-bench-") as tmp_name:
+        tmp = Path(tmp_name)
         video = args.video or str(make_bench_clip(tmp, args.seconds, args.background))
         brands = args.brands or write_catalog(tmp / "logos", numbered_brands(10))
         catalog = BrandCatalog.from_folder(brands)

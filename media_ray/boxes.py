@@ -48,7 +48,8 @@ def union_area(boxes: list[Box], width: int, height: int) -> float:
     area = 0.0
     for xa, xb in zip(xs, xs[1:]):
         spans = sorted((b[1], b[3]) for b in clipped if b[0] <= xa and b[2] >= xb)
-        covered, top, bottom = 0.0, None, None
+        covered, bottom = 0.0, 0.0  # bottom is read only once top is set
+        top: float | None = None
         for y0, y1 in spans:
             if top is None or y0 > bottom:
                 if top is not None:
@@ -110,7 +111,7 @@ def nms(
         if b is None or not any(
             _suppresses(boxes[k], b, iou, inside)
             for k in kept
-            if same_label is None or (labels[k] == labels[i]) == same_label
+            if same_label is None or (labels is not None and (labels[k] == labels[i]) == same_label)
         ):
             kept.append(i)
     return kept

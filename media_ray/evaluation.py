@@ -132,6 +132,7 @@ def score(gt: dict, records: list[dict], exposure_s: dict[str, float]) -> Counts
                     if v > best:
                         best, best_j = v, j
             if best >= MATCH_IOU:
+                assert best_j is not None  # set with any best above 0
                 used.add(best_j)
                 c.box_tp += best_j < len(req)
             else:
@@ -229,7 +230,7 @@ def _fmt(v: float | int | None) -> str:
 
 def format_table(rows: list[tuple[str, Counts]]) -> str:
     head = ("clip", "frames", "box P", "box R", "pres P", "pres R", "distr", "exp err", "frames/s")
-    lines = [head]
+    lines: list[tuple[str, ...]] = [head]
     for name, c in rows:
         f = c.figures()
         lines.append(

@@ -46,7 +46,7 @@ class HlsWriter:
         self.segment_s = segment_s
         self.list_size = list_size
         self._out: av.container.OutputContainer | None = None
-        self._stream = None  # the output video stream
+        self._stream: av.video.stream.VideoStream | None = None  # the output video stream
         self._remuxing = False
         self._source_params: tuple | None = None  # what remuxed input must match
         self._session_ok = True  # whether this session's input can go into the output
@@ -74,9 +74,9 @@ class HlsWriter:
         """
         params = _params(stream)
         if self._out is None:
-            self._open()
+            out = self._open()
             if params[0] == "h264":
-                self._stream = self._out.add_stream_from_template(stream)
+                self._stream = out.add_stream_from_template(stream)
                 self._remuxing = True
                 self._source_params = params
             else:
@@ -140,6 +140,7 @@ class HlsWriter:
             self._add_encoder(frame.width, frame.height, None)
         if t <= self._last_t:
             return
+        assert self._stream is not None  # added with the output
         cc = self._stream.codec_context
         picture = frame.reformat(width=cc.width, height=cc.height, format="yuv420p")
         picture.pts = round(t / _ENCODER_TIME_BASE)
@@ -167,6 +168,7 @@ class HlsWriter:
             return
         try:
             if not self._remuxing:
+                assert self._stream is not None  # added with the output
                 for packet in self._stream.encode(None):
                     self._mux(packet)
             self._out.close()
@@ -179,7 +181,7 @@ class HlsWriter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _open(self) -> None:
+    def _open(self) -> av.container.OutputContainer:
         flags = "independent_segments+temp_file"
         options = {
             "hls_time": f"{self.segment_s:g}",
@@ -192,9 +194,11 @@ class HlsWriter:
             flags += "+delete_segments"
         options["hls_flags"] = flags
         self._out = av.open(str(self.playlist), "w", format="hls", options=options)
+        return self._out
 
     def _add_encoder(self, width: int, height: int, rate) -> None:
         rate = rate or _DEFAULT_RATE
+        assert self._out is not None  # opened first
         stream = self._out.add_stream("libx264", rate=rate)
         stream.width, stream.height = width - width % 2, height - height % 2  # 4:2:0 wants even sizes
         stream.pix_fmt = "yuv420p"
@@ -206,6 +210,7 @@ class HlsWriter:
         self._remuxing = False
 
     def _mux(self, packet: av.Packet) -> bool:
+        assert self._out is not None  # packets come once the output is open
         try:
             self._out.mux(packet)
             return True

@@ -112,6 +112,7 @@ class LiveSource:
             raise RuntimeError("a LiveSource starts once")
         if self.kind.listens:
             u = urlparse(self.uri)
+            assert u.hostname is not None and u.port is not None  # checked by __init__
             port = free_loopback_port()
             self._upstream = f"rtmp://127.0.0.1:{port}{u.path}"
             self._gate = RtmpPublishGate(u.hostname, u.port, self.key, port, self.config.open_timeout_s).start()
@@ -233,6 +234,7 @@ class LiveSource:
 
     def _listener_final(self, end: _End) -> tuple[StreamState, str | None] | None:
         """An RTMP session ended: the stream's final state, or None to listen again."""
+        assert self._gate is not None  # started with a listening source
         if self._gate.admitted.is_set():
             if end.how == "unopened":
                 return StreamState.FAILED, end.reason
@@ -275,6 +277,7 @@ class LiveSource:
     def _resume(self, container, vs) -> None:
         """Reopened a finite source: seek back to where it dropped (frames before are skipped).
         FFmpeg's HLS reader refuses a seek to the very end, so a little before is tried too."""
+        assert self._clock.last_source is not None  # only a source that gave frames resumes
         for back_s in (0.0, 2.0, 10.0):
             target = max(0.0, self._clock.last_source - back_s)
             try:
@@ -314,6 +317,7 @@ class LiveSource:
                     pace = self._pace(float((packet.dts if packet.dts is not None else ts) * packet.time_base), pace)
                 self._decode(packet, vs, rate)
                 if self._hls is not None:
+                    assert self._clock.shift is not None  # set when the session started
                     self._hls.write_packet(packet, self._clock.shift)
         except _End:
             raise
@@ -383,6 +387,7 @@ class LiveSource:
         if not self._live_in_session:
             self._live_in_session = True
             self._set_state(StreamState.LIVE)
+        assert self._sampler is not None  # made when the source opened
         if self._sampler.keep(t):
             self.frames += 1
             self.buffer.put(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TextIO
 
 from media_ray.exposure import ExposureReport
 from media_ray.model import FrameResult
@@ -19,7 +20,7 @@ class AnalysisWriter:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._frames = open(self.out_dir / "frames.jsonl", "w")
-        self._signals = None
+        self._signals: TextIO | None = None
 
     def write(self, result: FrameResult) -> None:
         self._frames.write(json.dumps(result.record()) + "\n")

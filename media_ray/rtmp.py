@@ -247,6 +247,7 @@ class RtmpPublishGate:
         return self._thread is not None and not self._thread.is_alive()
 
     def _serve(self) -> None:
+        assert self._sock is not None  # bound by start()
         link: _Link | None = None
         try:
             while not self._stop.is_set():
@@ -351,6 +352,7 @@ class RtmpPublishGate:
         upstream = self._connect(link.deadline)
         if upstream is None:
             return False
+        assert link.unanswered is not None  # only a link FFmpeg has not answered reconnects
         try:
             upstream.sendall(link.unanswered)
         except OSError:

@@ -67,7 +67,7 @@ def numbered_brands(n: int) -> dict[str, tuple[str, tuple[int, int, int]]]:
     """n made-up brands with distinct hues, for catalogues of a chosen size."""
     out = {}
     for i in range(n):
-        hue = np.uint8([[[int(180 * i / n), 200, 200]]])
+        hue = np.array([[[int(180 * i / n), 200, 200]]], np.uint8)
         r, g, b = cv2.cvtColor(hue, cv2.COLOR_HSV2RGB)[0, 0]
         out[f"brand{i + 1:02d}"] = (f"Brand {i + 1}", (int(r), int(g), int(b)))
     return out

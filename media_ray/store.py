@@ -29,7 +29,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from media_ray.config import StoreConfig
 
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: a cursor that starts a follower at the oldest record still kept, in every backend
 OLDEST = "0"
+
+#: Redis stream entries as a client with `decode_responses` reads them: (entry id, fields)
+_Entries = list[tuple[str, dict[str, str]]]
 
 
 class ResultStore(ABC):
@@ -233,7 +236,7 @@ class RedisStore(ResultStore):
         start = "-"
         # records are in time order: skip those up to `since`, stop once `limit` are found
         while len(found) < limit:
-            chunk = await self._redis.xrange(key, start, "+", count=max(limit, 256))
+            chunk = cast(_Entries, await self._redis.xrange(key, start, "+", count=max(limit, 256)))
             for _, fields in chunk:
                 record = json.loads(fields["record"])
                 if since is None or record["t"] > since:
@@ -251,7 +254,7 @@ class RedisStore(ResultStore):
         key = self._frames(stream_id)
         if cursor is None:
             # '$' would lose what is appended between two calls; resolve it to an id once
-            last = await self._redis.xrevrange(key, "+", "-", count=1)
+            last = cast(_Entries, await self._redis.xrevrange(key, "+", "-", count=1))
             cursor = last[0][0] if last else OLDEST
         block = None if timeout_s <= 0 else max(1, int(timeout_s * 1000))
         reply = await self._redis.xread({key: cursor}, count=limit, block=block)
@@ -271,7 +274,7 @@ class RedisStore(ResultStore):
         return None if raw is None else json.loads(raw)
 
     async def streams(self) -> list[str]:
-        return sorted(await self._redis.smembers(self._ids))
+        return sorted(cast(set[str], await self._redis.smembers(self._ids)))
 
     async def delete(self, stream_id: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:

@@ -57,7 +57,7 @@ class DetectorApp:
 def plan_apps(config: MediaRayConfig, detectors: list[str], tiers: list[str] | None = None) -> list[DetectorApp]:
     """The Serve applications that run `detectors`: one each, or one per tier for tiered ones."""
     prefix = config.ray.app_prefix
-    apps = []
+    apps: list[DetectorApp] = []
     for d in detectors:
         if tiers and d in config.live.tiered_detectors:
             apps.extend(DetectorApp(d, t, app_name(prefix, d, t)) for t in tiers)

@@ -153,13 +153,13 @@ class DetectionTracker:
             taken.add(tid)
         ids = []
         for n, d in enumerate(detections):
-            tid = assigned.get(n)
-            if tid is None:
-                tid = self._next_id
+            track_id = assigned.get(n)
+            if track_id is None:
+                track_id = self._next_id
                 self._next_id += 1
-                self._tracks[tid] = _Track(tid, d.label)
-            self._tracks[tid].hits[self._pos] = d
-            ids.append(tid)
+                self._tracks[track_id] = _Track(track_id, d.label)
+            self._tracks[track_id].hits[self._pos] = d
+            ids.append(track_id)
         return ids
 
     # releasing ------------------------------------------------------------------------------

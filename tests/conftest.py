@@ -14,7 +14,11 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 # Ray workers (Serve replicas) inherit the environment: they find the test-only detectors
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+# (and the test modules of each folder, for functions they send to workers)
+LANES = ("unit", "quality", "ray", "live", "browser")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(TESTS), *(str(TESTS / lane) for lane in LANES), os.environ.get("PYTHONPATH")])
+)
 sys.path.insert(0, str(TESTS))
 # a throwaway local Ray per test session needs no token
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -51,11 +55,11 @@ def sample(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_clip_dir(tmp_path_factory):
+def tiny_clip_model_dir(tmp_path_factory):
     """A small randomly initialised CLIP saved as a user's local model folder would be."""
-    from media_ray.randomclip import write_random_clip
+    from media_ray.random_clip_model import write_random_clip_model
 
-    return write_random_clip(tmp_path_factory.mktemp("clip"), "tiny")
+    return write_random_clip_model(tmp_path_factory.mktemp("clip"), "tiny")
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ def main(clip: str, logos: str, with_lan: bool) -> None:
         live={
             "tiers": ["local", "lan", "cloud"],
             "tiered_detectors": [WHERE],
-            "fps": 2,
+            "sampling": {"fps": 2},
             "rtmp_ports": (free_port(), free_port()),
         },
         placement={WHERE: {"num_cpus": 0.2}, "default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from media_ray.randomclip import write_random_clip
+    from media_ray.random_clip_model import write_random_clip_model
 
     config = MediaRayConfig.load(args.config)
     config.sampling.fps = args.fps
@@ -37,7 +37,7 @@ def run_bench(args: argparse.Namespace) -> int:
         tmp = Path(tmp)
         video = args.video or str(make_bench_clip(tmp, args.seconds))
         catalog = BrandCatalog.from_folder(write_catalog(tmp / "logos", numbered_brands(10)))
-        model_dir = write_random_clip(tmp / "clip", args.preset)
+        model_dir = write_random_clip_model(tmp / "clip-model", args.preset)
         config.detectors.clip.model = str(model_dir)
         print(
             f"video {video}, {args.fps:g} frames/s analysed, batches of {args.batch_size}, "
@@ -92,7 +92,7 @@ def run_live_bench(args: argparse.Namespace) -> int:
     import httpx
     from websockets.sync.client import connect
 
-    from media_ray.randomclip import write_random_clip
+    from media_ray.random_clip_model import write_random_clip_model
 
     def free_port() -> int:
         with socket.socket() as s:
@@ -103,7 +103,7 @@ def run_live_bench(args: argparse.Namespace) -> int:
         tmp = Path(tmp)
         video = args.video or str(make_bench_clip(tmp, args.seconds))
         catalog = BrandCatalog.from_folder(write_catalog(tmp / "logos", numbered_brands(10)))
-        model_dir = write_random_clip(tmp / "clip", args.preset)
+        model_dir = write_random_clip_model(tmp / "clip-model", args.preset)
         config = MediaRayConfig.load(args.config)
         config.detectors.clip.model = str(model_dir)
         config.http.port = free_port()

@@ -150,11 +150,12 @@ class ClipParams(DetectorParams):
 class ClipDetector(Detector):
     name = "clip"
     Params = ClipParams
+    params: ClipParams
     needs_weights = True
 
     def __init__(self, catalog: BrandCatalog, params: ClipParams | None = None):
         super().__init__(catalog, params)
-        p: ClipParams = self.params
+        p = self.params
         self.clip = load_clip(p.model, p.device, p.dtype)
         self._fill = tuple(int(round(m * 255)) for m in self.clip.mean)
         self._build(catalog)
@@ -244,8 +245,9 @@ class ClipDetector(Detector):
         self._exemplars = None
         if with_images and self.params.exemplar_weight > 0:
             renders = [
-                render_exemplar(catalog.brands[k].image, bg, self.clip.size)
+                render_exemplar(image, bg, self.clip.size)
                 for k in with_images
+                if (image := catalog.brands[k].image) is not None  # all of them: with_images
                 for bg in EXEMPLAR_BACKGROUNDS
             ]
             ex = self._embed_images(renders)
@@ -282,7 +284,7 @@ class ClipDetector(Detector):
         results = empty_results(batch)
         if len(batch) == 0:
             return results
-        p: ClipParams = self.params
+        p = self.params
         width, height = batch.size
         boxes = crop_boxes(width, height, p.tiles, p.overlap, p.whole_frame)
         whole = [b == (0, 0, width, height) for b in boxes]
@@ -299,7 +301,8 @@ class ClipDetector(Detector):
             found = []
             for k in np.flatnonzero(best[f] >= p.min_score):
                 c = int(where[f, k])
-                box = None if whole[c] else tuple(float(v) for v in boxes[c])
+                x0, y0, x1, y1 = boxes[c]
+                box = None if whole[c] else (float(x0), float(y0), float(x1), float(y1))
                 found.append(self.detection(self._ids[k], best[f, k], box, (width, height)))
             found.sort(key=lambda d: -d.score)
             result.detections = found

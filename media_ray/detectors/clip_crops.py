@@ -41,7 +41,7 @@ def crop_boxes(
     return boxes
 
 
-def fit_image(img: np.ndarray, size: tuple[int, int], mode: str, fill: tuple[int, int, int]) -> np.ndarray:
+def fit_image(img: np.ndarray, size: tuple[int, int], mode: str, fill: tuple[int, ...]) -> np.ndarray:
     """An RGB uint8 image brought to `size` (height, width): pad, squash or centre-crop."""
     th, tw = size
     h, w = img.shape[:2]

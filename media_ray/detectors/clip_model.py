@@ -154,7 +154,7 @@ def _resolve_device(name: str):
     return device
 
 
-def _norm_constants(model: str, local: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _norm_constants(model: str, local: bool) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     path = (
         Path(model).expanduser() / "preprocessor_config.json"
         if local

@@ -109,8 +109,9 @@ class OcrDetector(Detector):
                 continue
             quad = np.asarray(quad, np.float32) / scale
             for brand_id, closeness, span in self._names_in(text):
-                f = Found(brand_id, conf * closeness, clip_box(_span_box(quad, span), width, height))
-                key = (brand_id, tuple(round(v) for v in f.box))
+                box = clip_box(_span_box(quad, span), width, height)
+                f = Found(brand_id, conf * closeness, box)
+                key = (brand_id, tuple(round(v) for v in box))
                 if key not in found or found[key].score < f.score:
                     found[key] = f
                 log.debug("read %r: %s (%.2f)", text, brand_id, f.score)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 import numpy as np
@@ -134,11 +134,11 @@ class _Feature:
 FEATURES: dict[str, _Feature] = {
     # approximate nearest neighbours (randomised k-d trees): exact search costs as much as SIFT
     "sift": _Feature(
-        create=lambda n: cv2.SIFT_create(nfeatures=n),
+        create=lambda n: cv2.SIFT_create(nfeatures=n),  # type: ignore[attr-defined]  # in cv2, not its stubs
         matcher=lambda: cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64}),
     ),
     "orb": _Feature(
-        create=lambda n: cv2.ORB_create(nfeatures=n or 100_000),
+        create=lambda n: cv2.ORB_create(nfeatures=n or 100_000),  # type: ignore[attr-defined]  # in cv2, not its stubs
         matcher=lambda: cv2.BFMatcher(cv2.NORM_HAMMING),
     ),
 }
@@ -235,6 +235,7 @@ class ReferenceDetector(Detector):
     def _describe(self, brand: Brand) -> tuple[_Reference, np.ndarray]:
         p = self.params
         rgba = brand.image
+        assert rgba is not None  # a brand of `catalog.with_images()`
         h, w = rgba.shape[:2]
         s = p.reference_long_side / max(h, w)
         rgba = cv2.resize(
@@ -259,14 +260,14 @@ class ReferenceDetector(Detector):
                 kps, desc = self._reference_features.detectAndCompute(channel.convert(view), None)
                 if desc is None:
                     continue
-                points.append(np.float32([k.pt for k in kps]) - pad)
+                points.append(np.array([k.pt for k in kps], np.float32) - pad)
                 descs.append(desc)
         mark = np.argwhere(alpha[..., 0] >= 0.5)
         if len(mark):
             (y0, x0), (y1, x1) = mark.min(0), mark.max(0) + 1
         else:
             x0, y0, x1, y1 = 0, 0, rgba.shape[1], rgba.shape[0]
-        corners = np.float32([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]).reshape(4, 1, 2)
+        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32).reshape(4, 1, 2)
         pts = np.concatenate(points) if points else np.zeros((0, 2), np.float32)
         desc = np.concatenate(descs) if descs else np.zeros((0, 0), np.uint8)
         return _Reference(brand, pts, corners, float((x1 - x0) * (y1 - y0))), desc
@@ -290,7 +291,7 @@ class ReferenceDetector(Detector):
         for name in p.channels:
             kps, desc = self._frame_features.detectAndCompute(CHANNELS[name].convert(rgb), None)
             if desc is not None:
-                points.append(np.float32([k.pt for k in kps]))
+                points.append(np.array([k.pt for k in kps], np.float32))
                 descs.append(desc)
         if sum(len(d) for d in descs) < p.min_inliers:
             return [], scale
@@ -362,6 +363,7 @@ class ReferenceDetector(Detector):
             reason = self._implausible(ref, H, quad, src[inl], shape)
             keep = ~inl
             if reason is None:
+                assert quad is not None  # a None quad is implausible
                 (x0, y0), (x1, y1) = quad.min(0), quad.max(0)
                 box = clip_box((float(x0), float(y0), float(x1), float(y1)), shape[1], shape[0])
                 found.append(_Instance(ref.brand, n, box))
@@ -404,7 +406,7 @@ class ReferenceDetector(Detector):
             return "too large"
         ref_aspect = (c[1, 0] - c[0, 0]) / (c[3, 1] - c[0, 1])
         top, right, bottom, left = (np.linalg.norm(quad[(i + 1) % 4] - quad[i]) for i in range(4))
-        aspect = (top + bottom) / max(left + right, 1e-6)
+        aspect = (top + bottom) / cast(float, max(left + right, 1e-6))  # a numpy float or 1e-6
         change = aspect / ref_aspect
         if not (1.0 / p.max_aspect_change <= change <= p.max_aspect_change):
             return "aspect ratio changed"

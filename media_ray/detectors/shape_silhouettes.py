@@ -63,7 +63,7 @@ def colour_masks(catalog: BrandCatalog, p: ShapeParams) -> list[ColourMask]:
         if brand.colour is None:
             log.info("brand %s has no colour: not looked for by shape", brand.id)
             continue
-        lab = to_lab(np.uint8([[brand.colour]]))[0, 0]
+        lab = to_lab(np.array([[brand.colour]], np.uint8))[0, 0]
         mask = reference_mask(brand, lab, p)
         if mask is None:
             continue
@@ -86,6 +86,7 @@ def colour_masks(catalog: BrandCatalog, p: ShapeParams) -> list[ColourMask]:
 def reference_mask(brand: Brand, lab: np.ndarray, p: ShapeParams) -> np.ndarray | None:
     """The reference's pixels of the brand colour (opaque ones), as a 0/1 mask."""
     rgba = brand.image
+    assert rgba is not None  # a brand of `catalog.with_images()`
     h, w = rgba.shape[:2]
     s = 256 / max(h, w)
     rgba = cv2.resize(rgba, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
@@ -103,15 +104,19 @@ def silhouettes(brand: Brand, mask: np.ndarray, plain: float, p: ShapeParams) ->
     away from the camera about its vertical or horizontal axis."""
     h, w = mask.shape
     side = int(np.ceil(np.hypot(h, w) * (1 + max(p.keystones, default=0.0)))) + 4
-    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     views = [src]
     for k in p.keystones:
         for s in (k, -k):  # one edge shorter by k, the opposite one longer by k
-            views.append(np.float32([[0, h * s / 2], [w, -h * s / 2], [w, h + h * s / 2], [0, h - h * s / 2]]))
-            views.append(np.float32([[w * s / 2, 0], [w - w * s / 2, 0], [w + w * s / 2, h], [-w * s / 2, h]]))
+            views.append(
+                np.array([[0, h * s / 2], [w, -h * s / 2], [w, h + h * s / 2], [0, h - h * s / 2]], np.float32)
+            )
+            views.append(
+                np.array([[w * s / 2, 0], [w - w * s / 2, 0], [w + w * s / 2, h], [-w * s / 2, h]], np.float32)
+            )
     vectors, aspects, fills = [], [], []
     for dst in views:
-        dst = dst + np.float32([(side - w) / 2, (side - h) / 2])
+        dst = dst + np.array([(side - w) / 2, (side - h) / 2], np.float32)
         canvas = cv2.warpPerspective(
             mask.astype(np.float32),
             cv2.getPerspectiveTransform(src, dst),
@@ -122,7 +127,9 @@ def silhouettes(brand: Brand, mask: np.ndarray, plain: float, p: ShapeParams) ->
             m = cv2.getRotationMatrix2D((side / 2, side / 2), float(angle), 1.0)
             rotated = cv2.warpAffine(canvas, m, (side, side), flags=cv2.INTER_LINEAR) >= 0.5
             crop = crop_to_bounds(rotated.astype(np.uint8))
-            vec = normalised(crop, p.template_size) if crop is not None else None
+            if crop is None:
+                continue
+            vec = normalised(crop, p.template_size)
             if vec is None:
                 continue
             vectors.append(vec)
@@ -131,8 +138,8 @@ def silhouettes(brand: Brand, mask: np.ndarray, plain: float, p: ShapeParams) ->
     return Silhouettes(
         brand,
         np.stack(vectors),
-        np.float32(aspects),
-        np.float32(fills),
+        np.array(aspects, np.float32),
+        np.array(fills, np.float32),
         plain,
         parts(mask, p.min_part_share) > 1,
     )
@@ -179,7 +186,8 @@ def refined_similarity(template: np.ndarray, vec: np.ndarray, size: int, max_war
     warp = np.eye(2, 3, dtype=np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5)
     try:
-        _, warp = cv2.findTransformECC(t, r, warp, cv2.MOTION_AFFINE, criteria, None, 1)
+        # the stubs want an inputMask array with gaussFiltSize; OpenCV takes None (no mask)
+        _, warp = cv2.findTransformECC(t, r, warp, cv2.MOTION_AFFINE, criteria, None, 1)  # type: ignore[call-overload]
     except cv2.error:  # did not converge
         return 0.0
     linear = np.linalg.svd(warp[:, :2], compute_uv=False)
@@ -201,9 +209,10 @@ def refined_similarity(template: np.ndarray, vec: np.ndarray, size: int, max_war
 def plain_similarity(crop: np.ndarray, size: int) -> float:
     """How well the mask matches a plain shape: the better of its moment ellipse and its
     convex hull, compared as the silhouettes are (1 for a mask that is itself plain)."""
-    crop = crop_to_bounds(crop)
-    if crop is None:
+    bounds = crop_to_bounds(crop)
+    if bounds is None:
         return 1.0
+    crop = bounds
     vec = normalised(crop, size)
     if vec is None:
         return 1.0

@@ -25,6 +25,7 @@ class VisualDetector(Detector):
 
     name = "visual"
     Params = VisualParams
+    params: VisualParams
 
     def detect(self, batch: FrameBatch) -> list[FrameResult]:
         results = empty_results(batch)
@@ -33,7 +34,7 @@ class VisualDetector(Detector):
         return results
 
     def measure(self, rgb: np.ndarray) -> dict:
-        p: VisualParams = self.params
+        p = self.params
         h, w = rgb.shape[:2]
         small = cv2.resize(rgb, (p.work_width, max(1, round(h * p.work_width / w))), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
@@ -46,12 +47,14 @@ class VisualDetector(Detector):
         }
 
     def _dominant(self, small: np.ndarray) -> list[dict]:
-        p: VisualParams = self.params
+        p = self.params
         pixels = small.reshape(-1, 3).astype(np.float32)
         k = min(p.colours, len(pixels))
         cv2.setRNGSeed(p.seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
-        _, labels, centres = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+        # the stubs want a bestLabels array; OpenCV takes None (no initial labels)
+        kmeans = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)  # type: ignore[call-overload]
+        _, labels, centres = kmeans
         counts = np.bincount(labels.ravel(), minlength=k)
         order = np.argsort(-counts)
         return [

@@ -268,3 +268,21 @@ def test_the_camera_button_sends_frames_and_draws_the_boxes_that_come_back(page,
         assert page.evaluate("() => window.mediaRay.webcam.active") is False
     finally:
         api.delete(f"/api/streams/{webcam['id']}")
+
+
+@pytest.mark.timeout(120)
+def test_the_page_takes_the_stream_states_from_the_api_schema_and_the_box_scale_from_the_status(
+    page, api, sample_stream
+):
+    """The states are the API's StreamState enum, as its OpenAPI schema serves it; boxes are
+    scaled from the analysed frames' size in the stream's status (frame records have none)."""
+    from media_ray.streams import StreamState
+
+    schema = api.get("/openapi.json").json()
+    assert schema["components"]["schemas"]["StreamState"]["enum"] == [s.value for s in StreamState]
+    assert page.evaluate("() => window.mediaRay.states") == [s.value for s in StreamState]
+
+    page.click(f'#streams li[data-id="{sample_stream["id"]}"]')
+    size = wait_for(page, "() => window.mediaRay.sourceSize", timeout_s=60)
+    status = api.get(f"/api/streams/{sample_stream['id']}").json()
+    assert size == [status["frame_width"], status["frame_height"]] == [640, 360]

@@ -3,6 +3,7 @@ CLI, HLS and http pulls served on 127.0.0.1, the embedded and the Redis store.""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -36,9 +37,11 @@ def wait_state(app, sid, states, timeout=60):
 def collect(app, sid, until_states=("ended", "failed"), timeout=90, clients=1):
     """Frame records from `clients` WebSocket clients until the stream ends."""
     got = [[] for _ in range(clients)]
-    sockets = [connect(f"{app.ws_url}/ws/streams/{sid}", open_timeout=10) for _ in range(clients)]
-    deadline = time.monotonic() + timeout
-    try:
+    with contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(connect(f"{app.ws_url}/ws/streams/{sid}", open_timeout=10)) for _ in range(clients)
+        ]
+        deadline = time.monotonic() + timeout
         ended_at = None
         while time.monotonic() < deadline:
             for ws, records in zip(sockets, got):
@@ -52,9 +55,6 @@ def collect(app, sid, until_states=("ended", "failed"), timeout=90, clients=1):
                     ended_at = time.monotonic()
             elif time.monotonic() - ended_at > 1.5:
                 break
-    finally:
-        for ws in sockets:
-            ws.close()
     return got
 
 
@@ -217,6 +217,41 @@ def test_brands_can_be_listed_added_and_removed_while_running(live_app, tmp_path
     assert "initech2" in {b["id"] for b in httpx.get(f"{app.base_url}/api/brands").json()}
     assert httpx.delete(f"{app.base_url}/api/brands/initech2").status_code == 200
     assert httpx.delete(f"{app.base_url}/api/brands/initech2").status_code == 404
+
+
+def test_a_brand_added_through_the_api_keeps_its_colour_and_reads_its_image_as_a_catalogue_does(live_app, tmp_path):
+    """The page's form and POST /api/brands take the brand's colour (the `shape` detector needs
+    it) and decode a 16-bit PNG exactly as a catalogue folder's file."""
+    import cv2
+    import numpy as np
+    import ray
+
+    from media_ray.catalog import BrandCatalog
+    from media_ray.topology import REGISTRY_NAME
+
+    app = live_app
+    mark = cv2.imread(str(app.sample["logos"] / "acme.png"), cv2.IMREAD_UNCHANGED)
+    folder = tmp_path / "logos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "acme16.png"), mark.astype(np.uint16) * 257)
+    r = httpx.post(
+        f"{app.base_url}/api/brands",
+        data={"id": "acme16", "name": "Acme 16", "hex": "#DC281E"},
+        files={"image": ("acme16.png", (folder / "acme16.png").read_bytes(), "image/png")},
+    )
+    try:
+        assert r.status_code == 201, r.text
+        assert r.json()["hex"] == "DC281E"
+        listed = {b["id"]: b for b in httpx.get(f"{app.base_url}/api/brands").json()}
+        assert listed["acme16"]["hex"] == "DC281E"
+        registry = ray.get_actor(REGISTRY_NAME, namespace=app.config.ray.namespace)
+        brand = ray.get(registry.catalog.remote())["acme16"]
+        assert brand.colour == (0xDC, 0x28, 0x1E)
+        assert brand.image.dtype == np.uint8
+        assert np.array_equal(brand.image, BrandCatalog.from_folder(folder)["acme16"].image)
+    finally:
+        httpx.delete(f"{app.base_url}/api/brands/acme16")
+    assert httpx.get(f"{app.base_url}/api/health").json()["ok"] is True
 
 
 def test_a_running_stream_picks_up_a_new_brand_without_a_restart(live_app):

@@ -59,7 +59,7 @@ def test_analyze_with_the_reference_detector_finds_the_pasted_logos_at_their_tim
 
 
 def test_analyze_runs_clip_end_to_end_from_a_local_folder_and_several_videos_go_to_their_own_folders(
-    sample, tmp_path, tiny_clip_dir
+    sample, tmp_path, tiny_clip_model_dir
 ):
     second = tmp_path / "second.mp4"
     shutil.copy(sample["clip"], second)
@@ -71,7 +71,7 @@ def test_analyze_runs_clip_end_to_end_from_a_local_folder_and_several_videos_go_
         "--brands",
         sample["logos"],
         "--clip-model",
-        tiny_clip_dir,
+        tiny_clip_model_dir,
         "--fps",
         2,
         "--out",

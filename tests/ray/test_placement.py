@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCENARIO = Path(__file__).with_name("placement_scenario.py")
+SCENARIO = Path(__file__).resolve().parent.parent / "placement_scenario.py"
 
 
 def run_scenario(sample, with_lan: bool) -> dict:

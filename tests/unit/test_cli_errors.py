@@ -91,9 +91,9 @@ def test_explicit_clip_model_that_cannot_load_is_one_line_and_status_2(sample, t
 
 
 @pytest.mark.slow  # loads torch and a CLIP model in the subprocess
-def test_explicit_clip_model_with_broken_weights_is_one_line_and_status_2(sample, tmp_path, tiny_clip_dir):
+def test_explicit_clip_model_with_broken_weights_is_one_line_and_status_2(sample, tmp_path, tiny_clip_model_dir):
     broken = tmp_path / "broken-clip"
-    shutil.copytree(tiny_clip_dir, broken)
+    shutil.copytree(tiny_clip_model_dir, broken)
     for weights in broken.glob("*.safetensors"):
         weights.write_bytes(b"garbage")
     proc = media_ray(

@@ -18,16 +18,16 @@ from media_ray.catalog import BrandCatalog  # noqa: E402
 from media_ray.detectors import DetectorError, create, parse_params  # noqa: E402
 from media_ray.detectors.clip import ClipDetector, ClipParams, crop_boxes  # noqa: E402
 from media_ray.model import FrameBatch  # noqa: E402
-from media_ray.randomclip import CLIP_VOCAB_SIZE, RandomClipError, clip_bpe_path, write_random_clip  # noqa: E402
+from media_ray.random_clip_model import CLIP_VOCAB_SIZE, RandomClipModelError, clip_bpe_path, write_random_clip_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):
     try:
         clip_bpe_path()  # located, never imported: importing open_clip needs torchvision
-    except RandomClipError as e:
+    except RandomClipModelError as e:
         pytest.skip(str(e))
-    return write_random_clip(tmp_path_factory.mktemp("clip-tiny"), "tiny")
+    return write_random_clip_model(tmp_path_factory.mktemp("clip-tiny"), "tiny")
 
 
 def _logo(shape: str, colour: tuple[int, int, int]) -> np.ndarray:
@@ -127,7 +127,7 @@ def test_random_clip_folder(clip_folder, tmp_path):
     pre = json.loads((clip_folder / "preprocessor_config.json").read_text())
     assert pre["image_mean"][0] == pytest.approx(0.48145466)
     # same seed, same weights
-    again = write_random_clip(tmp_path / "again", "tiny")
+    again = write_random_clip_model(tmp_path / "again", "tiny")
     digest = [hashlib.sha256((f / "model.safetensors").read_bytes()).hexdigest() for f in (clip_folder, again)]
     assert digest[0] == digest[1]
 

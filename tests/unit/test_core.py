@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -175,3 +176,55 @@ def test_frame_record_has_exactly_the_contract_keys():
     assert set(rec) == {"t", "frame", "detections"}
     assert rec["detections"][0] == {"label": "a", "score": 0.9123, "box": [1.0, 2, 3, 4.1], "detector": "x"}
     assert rec["detections"][1]["box"] is None
+
+
+def test_analyze_and_eval_take_the_same_videos_from_a_folder(tmp_path):
+    from media_ray.app.cli import expand_videos
+    from media_ray.evaluation import find_clips
+
+    for name in ("a.mp4", "b.flv", "c.mpeg", "d.MOV", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    for stem in "abcd":
+        (tmp_path / f"{stem}.gt.json").write_text("{}")
+    expected = ["a.mp4", "b.flv", "c.mpeg", "d.MOV"]
+    assert [Path(v).name for v in expand_videos([str(tmp_path)])] == expected
+    assert [v.name for v, _ in find_clips([str(tmp_path)])] == expected
+
+
+def test_a_brand_image_from_bytes_is_read_as_the_catalogue_reads_its_files(tmp_path):
+    """16-bit and grey PNGs, JPEGs: the API's uploads and a catalogue folder give the same RGBA."""
+    import cv2
+
+    from media_ray.catalog import decode_brand_image
+
+    rgba16 = np.zeros((20, 30, 4), np.uint16)
+    rgba16[4:16, 5:25] = (65535, 32896, 0, 65535)  # BGRA: an orange mark, opaque
+    grey = np.full((10, 10), 128, np.uint8)
+    for name, img in (("sixteen.png", rgba16), ("grey.png", grey)):
+        cv2.imwrite(str(tmp_path / name), img)
+    catalog = BrandCatalog.from_folder(tmp_path)
+    for name in ("sixteen", "grey"):
+        uploaded = decode_brand_image((tmp_path / f"{name}.png").read_bytes())
+        assert uploaded.dtype == np.uint8 and uploaded.shape[2] == 4
+        assert np.array_equal(uploaded, catalog[name].image)
+    assert tuple(catalog["sixteen"].image[10, 10]) == (0, 128, 255, 255)
+
+
+def test_the_configuration_reference_is_current_and_describes_every_field():
+    from media_ray.configdoc import render, undocumented
+
+    assert undocumented() == []
+    reference = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert reference.read_text() == render(), "run: media-ray config-reference > docs/configuration.md"
+
+
+def test_every_knob_is_in_the_tree_and_set_from_the_environment(monkeypatch):
+    """Reconnect timing, same-logo thresholds and live tracking, once code literals, are config."""
+    monkeypatch.setenv("MEDIA_RAY_LIVE__SOURCE__BACKOFF__MAX_S", "7")
+    monkeypatch.setenv("MEDIA_RAY_MERGE__SAME_LOGO_IOU", "0.6")
+    monkeypatch.setenv("MEDIA_RAY_TRACKING__LIVE", "true")
+    cfg = MediaRayConfig.load()
+    assert cfg.live.source.backoff.max_s == 7 and cfg.merge.same_logo_iou == 0.6 and cfg.tracking.live
+    from media_ray.buffering import Backoff, BackoffConfig
+
+    assert Backoff().max_s == BackoffConfig().max_s  # one source of defaults

@@ -1,6 +1,6 @@
 """A randomly initialised CLIP model in a local folder, loadable exactly like a downloaded one.
 
-For tests and benchmarks on machines that cannot download weights: `write_random_clip` saves a
+For tests and benchmarks on machines that cannot download weights: `write_random_clip_model` saves a
 `CLIPModel` with random weights (preset sizes), the real CLIP BPE tokenizer and a
 `preprocessor_config.json`, so that `ClipDetector` with `model=<folder>` goes through the same
 loading, tokenising and preprocessing code a user runs with the real weights. Its scores mean
@@ -71,7 +71,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class RandomClipError(RuntimeError):
+class RandomClipModelError(RuntimeError):
     """The random CLIP folder cannot be written (open-clip-torch missing, unknown preset)."""
 
 
@@ -86,7 +86,7 @@ def clip_bpe_path() -> Path:
         path = Path(location) / BPE_FILE
         if path.is_file():
             return path
-    raise RandomClipError(
+    raise RandomClipModelError(
         f"the CLIP BPE vocabulary ({BPE_FILE}) was not found: install open-clip-torch "
         "(pip install --no-deps open-clip-torch) to build a CLIP tokenizer offline"
     )
@@ -120,7 +120,7 @@ def clip_vocab(bpe_path: str | Path | None = None) -> tuple[dict[str, int], list
     tokens.extend(["<|startoftext|>", "<|endoftext|>"])
     vocab = {t: i for i, t in enumerate(tokens)}
     if len(vocab) != CLIP_VOCAB_SIZE:
-        raise RandomClipError(f"{bpe_path}: built {len(vocab)} tokens, expected {CLIP_VOCAB_SIZE}")
+        raise RandomClipModelError(f"{bpe_path}: built {len(vocab)} tokens, expected {CLIP_VOCAB_SIZE}")
     return vocab, [" ".join(p) for p in pairs]
 
 
@@ -135,21 +135,23 @@ def write_clip_tokenizer(folder: str | Path, bpe_path: str | Path | None = None)
     vocab_file.write_text(json.dumps(vocab, ensure_ascii=False))
     merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     try:  # transformers 5.x: the tokenizers-backed class takes the vocabulary and merges
-        tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges], model_max_length=77)
+        # (as pairs, which its tokenizers BPE takes, though transformers annotates merges as list[str])
+        pairs = [tuple(m.split()) for m in merges]
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=pairs, model_max_length=77)  # type: ignore[arg-type]
     except TypeError:  # transformers 4.x: the files
         tokenizer = CLIPTokenizer(vocab_file=str(vocab_file), merges_file=str(merges_file), model_max_length=77)
     tokenizer.save_pretrained(str(folder))
     return tokenizer
 
 
-def write_random_clip(folder: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
+def write_random_clip_model(folder: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
     """A randomly initialised CLIP model, its tokenizer and preprocessor config, in `folder`.
 
     `preset` is "tiny" (small layers, 32-pixel images, for tests) or "vit-b-32" (the sizes of
     openai/clip-vit-base-patch32, for timings). The same seed gives the same weights.
     """
     if preset not in PRESETS:
-        raise RandomClipError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+        raise RandomClipModelError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     bpe = clip_bpe_path()  # fail before the slow part
     import torch
     from transformers import CLIPConfig, CLIPModel
