@@ -4,11 +4,13 @@ One named actor holds what must be shared by every API replica: which streams ex
 LiveIngest actor of each, the RTMP keys and ports issued, the tier serving each stream, and
 the live catalogue (its version travels with every FrameBatch, so detector replicas pick up
 a change without a restart). Finished streams' status and results stay in the results store
-until removed.
+until removed. A pulled source is checked against `live.policy` (`media_ray.source_policy`)
+before anything is made for its stream, and a stream whose ingest fails to start is undone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import tempfile
@@ -21,8 +23,10 @@ from actors.live_ingest import LiveIngest
 from actors.store import connect_store
 from media_ray.catalog import Brand, BrandCatalog, CatalogError
 from media_ray.config import MediaRayConfig
+from media_ray.source_policy import SourcePolicy, SourceRefused
+from media_ray.sources import SourceError
 from media_ray.streams import StreamRequest, StreamStatus, new_stream_id, new_stream_key
-from media_ray.topology import StreamError, plan_apps
+from media_ray.topology import BrandExists, StreamError, plan_apps
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ class StreamRegistry:
         self.ingests: dict[str, ray.actor.ActorHandle] = {}
         self.statuses: dict[str, StreamStatus] = {}
         self.rtmp_ports: dict[str, int] = {}
+        self.policy = SourcePolicy(config.live.policy)
         self.hls_root = Path(config.live.hls_dir or Path(tempfile.gettempdir()) / "media-ray" / "hls")
         self.hls_root.mkdir(parents=True, exist_ok=True)
 
@@ -47,7 +52,10 @@ class StreamRegistry:
     def catalog(self) -> BrandCatalog:
         return self._catalog
 
-    def add_brand(self, brand: Brand) -> str:
+    def add_brand(self, brand: Brand, replace: bool = False) -> str:
+        """Add a brand; one whose id exists is refused unless `replace`."""
+        if not replace and any(b.id == brand.id for b in self._catalog):
+            raise BrandExists(f"brand {brand.id!r} exists; PUT /api/brands/{brand.id} replaces it")
         brands = [b for b in self._catalog if b.id != brand.id] + [brand]
         return self._set_catalog(BrandCatalog(brands))
 
@@ -68,6 +76,14 @@ class StreamRegistry:
 
     # -- streams ---------------------------------------------------------------------------
     async def create(self, request: StreamRequest) -> dict:
+        # first of all, so that a refused source leaves nothing behind (no port, actor or folder);
+        # in a thread: resolving a host name blocks
+        pulled = None
+        if request.kind == "pull":
+            try:
+                pulled = await asyncio.to_thread(self.policy.check, request.source)
+            except SourceRefused as e:
+                raise StreamError(str(e)) from None
         detectors = request.detectors or self.config.live.detectors or self.detectors
         unknown = [d for d in detectors if d not in self.detectors]
         if unknown:
@@ -76,7 +92,7 @@ class StreamRegistry:
             )
         tier, fallback = self._choose_tier(request.tier, detectors)
         sid = new_stream_id()
-        uri = self._source_uri(request, sid)
+        uri = self._source_uri(request, sid, pulled)
         status = StreamStatus(
             id=sid,
             name=request.name or sid,
@@ -97,9 +113,25 @@ class StreamRegistry:
         ).remote(status, uri, self.config, self._handles(detectors, tier), self._catalog, hls_dir)
         self.ingests[sid] = ingest
         self.statuses[sid] = status
-        return await ingest.start.remote()
+        try:
+            return await ingest.start.remote()
+        except Exception as e:
+            self._undo(sid)
+            cause = getattr(e, "cause", e)
+            if isinstance(cause, (SourceError, OSError)):
+                raise StreamError(f"the stream could not start: {cause}") from None
+            raise
 
-    def _source_uri(self, request: StreamRequest, sid: str) -> str | None:
+    def _undo(self, sid: str) -> None:
+        """Forget a stream whose ingest did not start: its actor, port and HLS folder."""
+        ingest = self.ingests.pop(sid, None)
+        if ingest is not None:
+            ray.kill(ingest)
+        self.statuses.pop(sid, None)
+        self.rtmp_ports.pop(sid, None)
+        shutil.rmtree(self.hls_root / sid, ignore_errors=True)
+
+    def _source_uri(self, request: StreamRequest, sid: str, pulled: str | None) -> str | None:
         if request.kind == "webcam":
             return None
         if request.kind == "rtmp":
@@ -108,7 +140,7 @@ class StreamRegistry:
                 raise StreamError("no RTMP port left (live.rtmp_ports)")
             self.rtmp_ports[sid] = port
             return f"rtmp://{self.config.live.rtmp_host}:{port}/live/{new_stream_key()}"
-        return request.source
+        return pulled  # as the policy checked it (a local path resolved)
 
     def _publish_url(self, listen_uri: str) -> str:
         host = self.config.live.rtmp_public_host or self.config.live.rtmp_host
@@ -180,7 +212,10 @@ class StreamRegistry:
         shutil.rmtree(self.hls_root / sid, ignore_errors=True)
         return known
 
-    def hls_dir(self, sid: str) -> str:
+    def hls_dir(self, sid: str) -> str | None:
+        """The HLS folder of a stream this registry knows, or None."""
+        if sid not in self.statuses:
+            return None
         return str(self.hls_root / sid)
 
     async def shutdown(self) -> None:

@@ -6,13 +6,18 @@ deployment can serve any stream, and every WebSocket client gets every record (f
 """
 
 import asyncio
+import io
 import json
 import logging
 import mimetypes
+import re
 from pathlib import Path
 
+import PIL.Image
 import ray
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi import Path as Path_
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from ray import serve
@@ -21,8 +26,8 @@ from actors.store import connect_store
 from media_ray.catalog import Brand, CatalogError, decode_brand_image, parse_colour
 from media_ray.config import MediaRayConfig
 from media_ray.store import OLDEST
-from media_ray.streams import StreamRequest, StreamState, StreamStatus
-from media_ray.topology import REGISTRY_NAME, StreamError
+from media_ray.streams import BRAND_ID_PATTERN, STREAM_ID_PATTERN, StreamRequest, StreamState, StreamStatus
+from media_ray.topology import REGISTRY_NAME, BrandExists, StreamError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,19 @@ mimetypes.add_type("video/mp2t", ".ts")
 api = FastAPI(title="media-ray", description="Brands in live and recorded video, on Ray.")
 if STATIC.is_dir():
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+# handlers are registered before `serve.ingress` takes the app
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request, exc: RequestValidationError):
+    # the offending input is left out: a NaN or a megabyte of it must not break or bloat the answer
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": errors})
+
+
+@api.exception_handler(CatalogError)
+async def _catalog_error(request, exc: CatalogError):
+    return JSONResponse(status_code=422, content={"detail": str(exc)})
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
@@ -121,9 +139,15 @@ class MediaRayAPI:
 
     @api.get("/streams/{sid}/hls/{name}", include_in_schema=False)
     async def hls(self, sid: str, name: str):
-        folder = Path(await self.registry.hls_dir.remote(sid))
-        path = (folder / name).resolve()
-        if path.parent != folder.resolve() or not path.is_file():
+        """A file of the stream's own HLS folder: the id must be a stream's, the name a plain
+        file name, and neither the folder nor the file a symbolic link."""
+        if not re.match(STREAM_ID_PATTERN, sid) or not re.match(r"^[A-Za-z0-9_-]{1,64}\.(m3u8|ts|m4s|mp4)$", name):
+            raise HTTPException(404, "no such segment")
+        folder = await self.registry.hls_dir.remote(sid)
+        if folder is None:
+            raise HTTPException(404, "no such segment")
+        folder, path = Path(folder), Path(folder) / name
+        if folder.is_symlink() or path.is_symlink() or not path.is_file() or path.resolve().parent != folder.resolve():
             raise HTTPException(404, "no such segment")
         return FileResponse(path, headers={"Cache-Control": "no-cache"})
 
@@ -142,28 +166,71 @@ class MediaRayAPI:
     async def brands(self) -> list[dict]:
         return [self._brand_json(b) for b in await self.registry.catalog.remote()]
 
-    @api.post("/api/brands", status_code=201)
-    async def add_brand(
-        self,
-        id: str = Form(...),
-        name: str = Form(""),
-        prompts: str = Form(""),
-        aliases: str = Form(""),
-        hex: str = Form("", description="main colour, RRGGBB"),
-        image: UploadFile | None = File(None),
+    async def _read_brand_image(self, image: UploadFile | None):
+        """The upload as RGBA, within the configured bytes and pixels (413 beyond them)."""
+        if image is None:
+            return None
+        limits = self.config.http.limits
+        data = await image.read(limits.max_upload_bytes + 1)
+        if len(data) > limits.max_upload_bytes:
+            raise HTTPException(413, f"the image is over the upload limit of {limits.max_upload_bytes} bytes")
+        try:
+            with PIL.Image.open(io.BytesIO(data)) as header:  # the header only: nothing decoded yet
+                width, height = header.size
+        except (PIL.UnidentifiedImageError, OSError, ValueError):
+            raise HTTPException(422, "the image cannot be read (PNG, JPEG or WebP expected)") from None
+        if width * height > limits.max_image_pixels:
+            raise HTTPException(
+                413, f"the image of {width}x{height} pixels is over the limit of {limits.max_image_pixels} pixels"
+            )
+        return decode_brand_image(data)
+
+    async def _save_brand(
+        self, brand_id: str, name: str, prompts: str, aliases: str, hex: str, image: UploadFile | None, replace: bool
     ) -> dict:
-        rgba = decode_brand_image(await image.read()) if image is not None else None
+        rgba = await self._read_brand_image(image)
         split = lambda s: tuple(p.strip() for p in s.split(",") if p.strip())  # noqa: E731
         brand = Brand(
-            id=id,
-            name=name or id,
+            id=brand_id,
+            name=name or brand_id,
             aliases=split(aliases),
             prompts=split(prompts),
             colour=parse_colour(hex),
             image=rgba,
         )
-        version = await self.registry.add_brand.remote(brand)
+        try:
+            version = await self.registry.add_brand.remote(brand, replace)
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, BrandExists):
+                raise HTTPException(409, str(e.cause)) from None
+            raise
         return {**self._brand_json(brand), "catalog_version": version}
+
+    @api.post("/api/brands", status_code=201)
+    async def add_brand(
+        self,
+        id: str = Form(..., pattern=BRAND_ID_PATTERN, description="letters, digits, '_', '.', '-'; at most 64"),
+        name: str = Form("", max_length=200),
+        prompts: str = Form("", max_length=2000, description="comma-separated"),
+        aliases: str = Form("", max_length=2000, description="comma-separated"),
+        hex: str = Form("", max_length=7, description="main colour, RRGGBB"),
+        image: UploadFile | None = File(None),
+    ) -> dict:
+        """Add a brand; an id that exists is a 409 (PUT /api/brands/{id} replaces)."""
+        return await self._save_brand(id, name, prompts, aliases, hex, image, replace=False)
+
+    @api.put("/api/brands/{brand_id}")
+    async def replace_brand(
+        self,
+        brand_id: str = Path_(..., pattern=BRAND_ID_PATTERN),
+        name: str = Form("", max_length=200),
+        prompts: str = Form("", max_length=2000),
+        aliases: str = Form("", max_length=2000),
+        hex: str = Form("", max_length=7),
+        image: UploadFile | None = File(None),
+    ) -> dict:
+        """Add a brand or replace the one with this id."""
+        return await self._save_brand(brand_id, name, prompts, aliases, hex, image, replace=True)
 
     @api.delete("/api/brands/{brand_id}")
     async def remove_brand(self, brand_id: str) -> dict:
@@ -216,11 +283,6 @@ class MediaRayAPI:
                 await ingest.push_jpeg.remote(data)
         except (WebSocketDisconnect, RuntimeError):
             pass
-
-
-@api.exception_handler(CatalogError)
-async def _catalog_error(request, exc: CatalogError):
-    return JSONResponse(status_code=422, content={"detail": str(exc)})
 
 
 def api_app(config: MediaRayConfig) -> serve.Application:

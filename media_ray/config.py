@@ -141,10 +141,25 @@ class StoreConfig(BaseModel):
     )
 
 
+class ApiLimitsConfig(BaseModel):
+    """What one request to the API may ask for; more is a 4xx with the limit in its message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_upload_bytes: int = Field(5_000_000, ge=1, description="largest brand image upload, in bytes (413)")
+    max_image_pixels: int = Field(
+        16_000_000,
+        ge=1,
+        description="largest brand image, width x height in pixels, read from its header before it is decoded (413)",
+    )
+
+
 class HttpConfig(BaseModel):
     """The HTTP/WebSocket app of `media-ray serve`."""
 
     model_config = ConfigDict(extra="forbid")
+
+    limits: ApiLimitsConfig = Field(default_factory=ApiLimitsConfig, description="request limits")
 
     host: str = Field("127.0.0.1", description="interface the HTTP proxy binds")
     port: int = Field(8000, ge=1, le=65535, description="port of the HTTP proxy")
@@ -155,6 +170,29 @@ class HttpConfig(BaseModel):
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+
+class SourcePolicyConfig(BaseModel):
+    """Which sources `POST /api/streams` may name (`media_ray.source_policy`); any other is
+    refused with a 422 before anything is made for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    media_roots: list[str] = Field(
+        default_factory=list,
+        description="folders whose files may be played, checked after symbolic links and `..` are "
+        "resolved; empty: no local file or capture device is accepted",
+    )
+    allow_private_hosts: bool = Field(
+        False,
+        description="let URLs name hosts that are, or resolve to, loopback, private, link-local (cloud "
+        "metadata), multicast, unspecified or reserved addresses",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names or IP addresses, exactly as a URL spells them, accepted whatever "
+        "they resolve to (e.g. 127.0.0.1 for a local test server)",
+    )
 
 
 def _live_sampling() -> SamplingConfig:
@@ -184,6 +222,10 @@ class LiveConfig(BaseModel):
     )
     source: LiveSourceConfig = Field(
         default_factory=LiveSourceConfig, description="how pulled sources are read and reconnected"
+    )
+    policy: SourcePolicyConfig = Field(
+        default_factory=SourcePolicyConfig,
+        description="which sources a stream may name: media roots, URL schemes, private hosts",
     )
     paced_schemes: list[str] = Field(
         default_factory=lambda: ["http", "https"],

@@ -3,7 +3,10 @@
 A source is named by a URI: a file path, `file://`, an `http(s)://` URL (files and HLS
 playlists alike; FFmpeg follows the playlist), `rtsp://`, `rtmp://HOST:PORT/live/KEY` (media-ray
 listens for a publisher), or a capture device (`v4l2:///dev/video0`, or a plain `/dev/videoN`
-path). The scheme picks a `SourceKind` from a table, which holds the FFmpeg options for it.
+path). The scheme picks a `SourceKind` from a table, which holds the FFmpeg options for it and
+the FFmpeg protocols it may use (`protocol_whitelist`, passed on every open, so a playlist or a
+file cannot lead FFmpeg to other protocols). Which sources a user of the API may name is
+`media_ray.source_policy`'s business.
 Frames are sampled at a chosen rate by presentation time and converted to RGB once; models that
 want other sizes make their own copies. Live sources (reconnection, HLS playback) build on this
 in `media_ray.live`, and RTMP stream-key checks in `media_ray.rtmp`.
@@ -51,6 +54,9 @@ class SourceKind:
     #: options a LiveSource adds: it reconnects by itself, with visible state, so FFmpeg's own
     #: silent retries are turned off where they exist
     live_options: dict[str, str] = field(default_factory=dict)
+    #: FFmpeg's `protocol_whitelist` for the kind: the protocols opening it (and whatever it
+    #: leads to: HLS segments, RTP channels) may use; always passed, never overridden
+    protocols: str = "file"
 
 
 _HTTP = SourceKind(
@@ -58,18 +64,21 @@ _HTTP = SourceKind(
     reconnects=True,
     replays=True,
     live_options={"reconnect": "0", "reconnect_streamed": "0"},
+    # HLS: segments over http(s), AES-128 segments through `crypto`
+    protocols="http,https,tcp,tls,crypto",
 )
-_RTSP = SourceKind(options={"rtsp_transport": "tcp", "timeout": "10000000"}, reconnects=True)
+_RTSP_OPTIONS = {"rtsp_transport": "tcp", "timeout": "10000000"}
 
 SOURCE_KINDS: dict[str, SourceKind] = {
     "file": SourceKind(is_file=True, local=True),
     "http": _HTTP,
     "https": _HTTP,
-    "rtsp": _RTSP,
-    "rtsps": _RTSP,
+    # RTP over the RTSP connection (tcp), or over udp where a server insists
+    "rtsp": SourceKind(options=_RTSP_OPTIONS, reconnects=True, protocols="rtsp,rtp,udp,tcp"),
+    "rtsps": SourceKind(options=_RTSP_OPTIONS, reconnects=True, protocols="rtsp,rtp,udp,tcp,tls"),
     # a short analysis window: FLV announces audio that a video-only publisher never sends,
     # and FFmpeg would otherwise wait its default 5 s for it before the first frame
-    "rtmp": SourceKind(options={"listen": "1", "analyzeduration": "1000000"}, listens=True),
+    "rtmp": SourceKind(options={"listen": "1", "analyzeduration": "1000000"}, listens=True, protocols="rtmp,tcp"),
     "v4l2": SourceKind(local=True, format="v4l2", reconnects=True),
 }
 
@@ -120,7 +129,8 @@ def open_source(
     options: dict[str, str] | None = None,
     timeout: float | tuple[float | None, float | None] | None = 20.0,
 ) -> av.container.InputContainer:
-    """Open a source with its kind's FFmpeg options, `options` on top.
+    """Open a source with its kind's FFmpeg options, `options` on top, and always the kind's
+    `protocol_whitelist` (`options` cannot widen it).
 
     `timeout` is PyAV's: seconds for the open and for each read, or an (open, read) pair where
     None waits without limit. Failures raise SourceError.
@@ -135,7 +145,8 @@ def open_source(
         if p.is_dir():
             raise SourceError(f"{target}: is a folder, not a video")
     try:
-        return av.open(target, format=kind.format, options={**kind.options, **(options or {})}, timeout=timeout)
+        opts = {**kind.options, **(options or {}), "protocol_whitelist": kind.protocols}
+        return av.open(target, format=kind.format, options=opts, timeout=timeout)
     except av.error.FFmpegError as e:
         raise SourceError(f"{target}: cannot open as video ({e.strerror or e})") from e
     except OSError as e:

@@ -45,11 +45,11 @@ TERMINAL_STATES = frozenset({StreamState.ENDED, StreamState.FAILED})
 class StreamRequest(BaseModel):
     """Body of `POST /api/streams`."""
 
-    source: str = Field(description="'rtmp', 'webcam', or a URL or path to pull")
-    name: str | None = None
-    fps: float | None = Field(None, gt=0, le=60)
-    detectors: list[str] | None = None
-    tier: str | None = Field(None, description="detector tier to ask for (local, lan, cloud)")
+    source: str = Field(min_length=1, max_length=2048, description="'rtmp', 'webcam', or a URL or path to pull")
+    name: str | None = Field(None, max_length=200, description="shown on the page (default: the id)")
+    fps: float | None = Field(None, gt=0, le=60, allow_inf_nan=False, description="frames analysed per second")
+    detectors: list[str] | None = Field(None, max_length=16, description="detectors to run (default: the server's)")
+    tier: str | None = Field(None, max_length=64, description="detector tier to ask for (local, lan, cloud)")
 
     @property
     def kind(self) -> str:
@@ -82,6 +82,12 @@ class StreamStatus(BaseModel):
         if "state" in changes:  # model_copy does not validate: a plain string becomes the enum
             changes["state"] = StreamState(changes["state"])
         return self.model_copy(update={**changes, "updated_at": time.time()})
+
+
+#: what a stream id looks like (`new_stream_id`); anything else names no stream
+STREAM_ID_PATTERN = r"^[0-9a-f]{8}$"
+#: what a brand id sent to the API may look like: a file stem in a catalogue folder
+BRAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 def new_stream_id() -> str:

@@ -31,6 +31,10 @@ class StreamError(ValueError):
     answers it with a 4xx and its message."""
 
 
+class BrandExists(ValueError):
+    """A brand id that is in the catalogue already, sent to be added (409)."""
+
+
 def deployment_name(detector: str) -> str:
     """The Serve deployment of one detector."""
     base = detector.rsplit(":", 1)[-1]  # a detector named by import path: its class name

@@ -91,7 +91,14 @@ class LiveApp:
         self.config = service.config
 
 
+def source_policy_for(*media_roots) -> dict:
+    """`live.policy` for a test app: files under `media_roots`, and http servers on 127.0.0.1."""
+    return {"media_roots": [str(r) for r in media_roots], "allowed_hosts": ["127.0.0.1"]}
+
+
 def start_live_app(sample, store: dict | None = None, detectors=("reference",), tracking: dict | None = None, **live):
+    """`media-ray serve` for `sample`; its source policy accepts files of the sample's folder and
+    http servers on 127.0.0.1 (`live["policy"]` replaces it)."""
     from ray import serve
 
     from media_ray.app.live_service import LiveService
@@ -103,7 +110,12 @@ def start_live_app(sample, store: dict | None = None, detectors=("reference",), 
     rtmp = free_port()
     config = MediaRayConfig(
         http={"host": "127.0.0.1", "port": port},
-        live={"sampling": {"fps": 5, "batch_size": 2}, "rtmp_ports": (rtmp, rtmp + 3), **live},
+        live={
+            "sampling": {"fps": 5, "batch_size": 2},
+            "rtmp_ports": (rtmp, rtmp + 3),
+            "policy": source_policy_for(sample["folder"]),
+            **live,
+        },
         tracking=tracking or {},
         store=store or {},
         placement={"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},

@@ -17,7 +17,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import httpx  # noqa: E402
 import ray  # noqa: E402
-from conftest import free_port  # noqa: E402
+from conftest import free_port, source_policy_for  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
@@ -47,6 +47,7 @@ def main(clip: str, logos: str, with_lan: bool) -> None:
             "tiered_detectors": [WHERE],
             "sampling": {"fps": 2},
             "rtmp_ports": (free_port(), free_port()),
+            "policy": source_policy_for(os.path.dirname(os.path.abspath(clip))),
         },
         placement={WHERE: {"num_cpus": 0.2}, "default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
         pipeline={"ready_timeout_s": 60},

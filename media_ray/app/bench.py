@@ -111,6 +111,9 @@ def run_live_bench(args: argparse.Namespace) -> int:
         config.live.sampling.batch_size = 1
         first = free_port()
         config.live.rtmp_ports = (first, first)
+        if "://" not in video:  # the streams play this file: its folder is a media root (a URL: as configured)
+            video = str(Path(video).resolve())
+            config.live.policy.media_roots = [*config.live.policy.media_roots, str(Path(video).parent)]
         config.placement.setdefault(
             "clip",
             config.placement_for("clip").model_copy(update={"max_batch_size": 8, "batch_wait_timeout_s": 0.05}),
