@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -204,6 +205,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not args.verbose:
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    # SIGTERM (docker stop, systemd, Kubernetes) stops as Ctrl-C does: streams ended, their
+    # folders removed, Ray shut down
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     service = LiveService(config, catalog, detectors)
     try:
         service.start()
@@ -216,8 +220,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         while True:
             time.sleep(3600)
+    except SystemExit:
+        print("media-ray: stopping", file=sys.stderr)
+        return 0
     finally:
         service.stop()
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

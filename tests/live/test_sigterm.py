@@ -1,0 +1,96 @@
+"""`media-ray serve` stopped by SIGTERM (docker stop, systemd, Kubernetes) shuts down cleanly:
+exit status 0, its streams' HLS folders removed, no Ray process of it left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import yaml
+from conftest import free_port, source_policy_for
+
+TOKEN = "sigterm-test-token-0123456789"
+
+
+def _wait(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _health(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/api/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_sigterm_stops_streams_and_removes_their_folders(sample, tmp_path):
+    port, rtmp = free_port(), free_port()
+    hls_root = tmp_path / "hls"
+    config = {
+        "http": {"host": "127.0.0.1", "port": port, "auth": {"token": TOKEN}},
+        "live": {
+            "hls_dir": str(hls_root),
+            "rtmp_ports": [rtmp, rtmp + 1],
+            "sampling": {"fps": 2, "batch_size": 2},
+            "policy": source_policy_for(sample["folder"]),
+        },
+        "placement": {"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
+        "ray": {"namespace": "media-ray-sigterm", "app_prefix": f"sig{port}"},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "media_ray.app.cli",
+            "serve",
+            "--brands",
+            str(sample["logos"]),
+            "--detectors",
+            "reference",
+            "--config",
+            str(tmp_path / "config.yaml"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: server.poll() is not None or _health(base), 180, "the server")
+        assert server.poll() is None, server.stderr.read()[-2000:]
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        created = httpx.post(f"{base}/api/streams", json={"source": str(sample["clip"])}, headers=auth, timeout=60)
+        assert created.status_code == 201, created.text
+        folder = hls_root / created.json()["id"]
+        _wait(lambda: folder.is_dir() and any(folder.glob("*.ts")), 60, "HLS segments")
+        children = psutil.Process(server.pid).children(recursive=True)
+        assert children  # Ray's processes, started by the server
+
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=120)
+        assert server.returncode == 0, err[-2000:]
+        assert not folder.exists()
+        assert "stopping" in err
+        _wait(
+            lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
+            30,
+            "Ray's processes to end",
+        )
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
