@@ -33,6 +33,7 @@ where that matters, let media-ray reach the network only through an egress proxy
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 from pathlib import Path
@@ -51,6 +52,9 @@ _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
 _PATH_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 #: the NAT64 well-known prefix: the last 32 bits are an IPv4 address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+log = logging.getLogger(__name__)
 
 
 class SourceRefused(ValueError):
@@ -74,7 +78,15 @@ class SourcePolicy:
         self.allowed_hosts = {_bare_host(h) for h in self.config.allowed_hosts}
 
     def check(self, source: str) -> str:
-        """The URI to open for `source`; raises SourceRefused."""
+        """The URI to open for `source`; raises SourceRefused, and logs the refusal (the source
+        shortened: it is the caller's text, maybe long or hostile)."""
+        try:
+            return self._check(source)
+        except SourceRefused as e:
+            log.warning("%s: %.200r", e, source)
+            raise
+
+    def _check(self, source: str) -> str:
         try:
             scheme = urlparse(source).scheme.lower()
         except ValueError:
