@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 
 def media_ray(*args, cwd=None, timeout=300):
+    """The command as a user runs it: with Ray's token auth on (the test session turns it off
+    for its own Ray only)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     return subprocess.run(
         [sys.executable, "-m", "media_ray.app.cli", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=timeout,
+        env=env,
     )
 
 

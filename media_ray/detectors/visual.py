@@ -52,8 +52,8 @@ class VisualDetector(Detector):
         k = min(p.colours, len(pixels))
         cv2.setRNGSeed(p.seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
-        # the stubs want a bestLabels array; OpenCV takes None (no initial labels)
-        kmeans = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)  # type: ignore[call-overload]
+        # some OpenCV stubs want a bestLabels array; OpenCV takes None (no initial labels)
+        kmeans = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)  # type: ignore[call-overload, unused-ignore]
         _, labels, centres = kmeans
         counts = np.bincount(labels.ravel(), minlength=k)
         order = np.argsort(-counts)

@@ -9,9 +9,8 @@ import collections
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
-
 from conftest import start_live_app
+from hypothesis import HealthCheck, settings
 
 #: answers seen, by (with token?, status): printed when the module's app stops
 ANSWERS: collections.Counter = collections.Counter()
