@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import cv2
+import numpy as np
 
 from media_ray.boxes import nms
 from media_ray.catalog import BrandCatalog
@@ -34,15 +35,27 @@ from media_ray.config import ExposureConfig, MediaRayConfig, MergeConfig, Sampli
 from media_ray.detectors import Detector
 from media_ray.exposure import ExposureAggregator, ExposureReport
 from media_ray.model import Detection, FrameBatch, FrameResult
-from media_ray.sources import batched, decode
+from media_ray.sources import DecodedTimeline, batched, decode
 from media_ray.tracking import DetectionTracker, TrackingConfig
 
 log = logging.getLogger(__name__)
 
 
-def file_batches(uri: str, stream_id: str, sampling: SamplingConfig) -> Iterator[FrameBatch]:
-    """The decode and batch stages for a file or URL: FrameBatches numbered from 0."""
-    return batched(decode(uri, sampling.fps, sampling.decode_threads), stream_id, sampling.batch_size)
+def file_batches(
+    uri: str,
+    stream_id: str,
+    sampling: SamplingConfig,
+    first_seq: int = 0,
+    timeline: DecodedTimeline | None = None,
+) -> Iterator[FrameBatch]:
+    """The decode and batch stages for a file or URL: FrameBatches numbered from 0.
+
+    With `first_seq`, the batches before it are left out (decoded, not converted), and the rest
+    are the same batches, same frames and numbers, as from the start: a resumed analysis goes on
+    where the results stopped. `timeline` follows how far decoding got.
+    """
+    frames = decode(uri, sampling.fps, sampling.decode_threads, skip=first_seq * sampling.batch_size, timeline=timeline)
+    return batched(frames, stream_id, sampling.batch_size, first_seq)
 
 
 def merge_results(per_detector: Sequence[list[FrameResult]], merge: MergeConfig | None = None) -> list[FrameResult]:
@@ -118,9 +131,16 @@ class StageChain:
     def push(self, batch: FrameBatch, per_detector: Sequence[list[FrameResult]]) -> list[FrameResult]:
         """Every detector's results for the next batch; returns the results now ready. Each
         result carries its frame's `arrival` (wall-clock time at the ingest) from the batch."""
+        return self.push_results(per_detector, batch.arrival)
+
+    def push_results(
+        self, per_detector: Sequence[list[FrameResult]], arrival: Sequence[float] | np.ndarray = ()
+    ) -> list[FrameResult]:
+        """`push` without the batch's frames: the detectors' results and the frames' arrival
+        times, as a driver gets them from a StreamIngest."""
         merged = merge_results(per_detector, self.merge)
-        if len(batch.arrival) == len(merged):
-            merged = [r.model_copy(update={"arrival": float(a)}) for r, a in zip(merged, batch.arrival)]
+        if len(arrival) == len(merged):
+            merged = [r.model_copy(update={"arrival": float(a)}) for r, a in zip(merged, arrival)]
         self.frames_in += len(merged)
         if self.tracker is None:
             ready = merged

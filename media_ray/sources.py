@@ -7,9 +7,12 @@ path). The scheme picks a `SourceKind` from a table, which holds the FFmpeg opti
 the FFmpeg protocols it may use (`protocol_whitelist`, passed on every open, so a playlist or a
 file cannot lead FFmpeg to other protocols). Which sources a user of the API may name is
 `media_ray.source_policy`'s business.
-Frames are sampled at a chosen rate by presentation time and converted to RGB once; models that
-want other sizes make their own copies. Live sources (reconnection, HLS playback) build on this
-in `media_ray.live`, and RTMP stream-key checks in `media_ray.rtmp`.
+Frames are sampled at a chosen rate by presentation time and converted to RGB once, upright: a
+rotation in the video's display matrix (phone videos) is applied, so boxes are in displayed
+pixels; models that want other sizes make their own copies. A `DecodedTimeline` tells how much
+of the video decoding really covered (a truncated file claims more than it holds). Live
+sources (reconnection, HLS playback) build on this in `media_ray.live`, and RTMP stream-key
+checks in `media_ray.rtmp`.
 """
 
 from __future__ import annotations
@@ -110,7 +113,9 @@ class VideoInfo:
     width: int
     height: int
     fps: float | None  # the source's own frame rate, where known
-    duration_s: float | None
+    duration_s: float | None  # what the container claims; a truncated file holds less
+    #: counter-clockwise degrees the frames are turned to be upright (`width`, `height` are upright)
+    rotation: int = 0
 
     def expected_frames(self, sample_fps: float) -> int | None:
         if not self.duration_s:
@@ -168,7 +173,55 @@ def probe(uri: str) -> VideoInfo:
         width, height = vs.codec_context.width, vs.codec_context.height
         if not width or not height:
             raise SourceError(f"{uri}: the video stream has no picture size")
-        return VideoInfo(uri=uri, width=width, height=height, fps=fps, duration_s=duration)
+        rotation = _first_rotation(container, vs)
+        if rotation % 180:
+            width, height = height, width
+        return VideoInfo(uri=uri, width=width, height=height, fps=fps, duration_s=duration, rotation=rotation)
+
+
+def _first_rotation(container, stream) -> int:
+    """The display rotation of a stream, read from its first decoded frame (PyAV exposes the
+    display matrix on frames only); 0 when none decodes."""
+    try:
+        for frame in container.decode(stream):
+            return quarter_turns(frame) * 90
+    except (av.error.FFmpegError, OSError) as e:
+        log.debug("no frame to read the rotation from: %s", e)
+    return 0
+
+
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns (0-3) that make a decoded frame upright, from its display
+    matrix (`rotate` metadata of phone videos). Mirroring in the matrix is not applied."""
+    rotation = frame.rotation or 0
+    return int(round(rotation / 90.0)) % 4
+
+
+def upright_rgb(frame: av.VideoFrame, turns: int | None = None) -> np.ndarray:
+    """A decoded frame as (H, W, 3) uint8 RGB, turned upright as its display matrix says."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = quarter_turns(frame) if turns is None else turns
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+@dataclass
+class DecodedTimeline:
+    """How far decoding got: filled in by `decode` as it goes."""
+
+    #: seconds from the first frame to the end of the last decoded frame
+    end_s: float = 0.0
+    #: source frames decoded
+    frames: int = 0
+
+
+def analysed_duration(claimed_s: float | None, decoded: DecodedTimeline | None) -> float | None:
+    """The duration a report states: what the container claims, but no more than decoding
+    covered (a truncated file claims its whole length)."""
+    if decoded is None or decoded.frames == 0:
+        return claimed_s
+    if claimed_s is None:
+        return round(decoded.end_s, 6)
+    return min(claimed_s, round(decoded.end_s, 6))
 
 
 @dataclass(frozen=True)
@@ -179,12 +232,23 @@ class DecodedFrame:
     arrival: float  # wall-clock time.time() when decoded
 
 
-def decode(uri: str, fps: float, threads: int = 0, options: dict[str, str] | None = None) -> Iterator[DecodedFrame]:
-    """Decode a source, yielding frames sampled at `fps` by presentation time.
+def decode(
+    uri: str,
+    fps: float,
+    threads: int = 0,
+    options: dict[str, str] | None = None,
+    *,
+    skip: int = 0,
+    timeline: DecodedTimeline | None = None,
+) -> Iterator[DecodedFrame]:
+    """Decode a source, yielding frames sampled at `fps` by presentation time, upright.
 
     A frame is kept when its time reaches the next sampling instant, so the kept frames are
     the first at or after each multiple of 1/fps. A network stream that ends with a read error
-    is flushed and treated as ended.
+    is flushed and treated as ended. The first `skip` sampled frames are decoded (the sampling
+    depends on every frame before) but not converted nor yielded: a resumed analysis goes on
+    with exactly the frames an uninterrupted one would have had. `timeline`, when given, is
+    kept up to date with how far decoding got.
     """
     _, kind = source_kind(uri)
     with open_source(uri, options) as container:
@@ -196,8 +260,11 @@ def decode(uri: str, fps: float, threads: int = 0, options: dict[str, str] | Non
             vs.codec_context.thread_count = threads
         rate = float(vs.average_rate) if vs.average_rate else None
         sampler = FrameSampler(fps, rate)
+        timeline = timeline if timeline is not None else DecodedTimeline()
         t0: float | None = None
         index = -1
+        kept = 0
+        turns: int | None = None
         for frame in _frames(container, vs, kind):
             index += 1
             if frame.time is not None:
@@ -209,9 +276,16 @@ def decode(uri: str, fps: float, threads: int = 0, options: dict[str, str] | Non
             if t0 is None:
                 t0 = ft
             t = ft - t0
+            timeline.frames += 1
+            timeline.end_s = max(timeline.end_s, t + (1.0 / rate if rate else 0.0))
             if not sampler.keep(t):
                 continue
-            yield DecodedFrame(t=t, index=index, rgb=frame.to_ndarray(format="rgb24"), arrival=time.time())
+            kept += 1
+            if kept <= skip:
+                continue
+            if turns is None or frame.rotation:  # flushed frames may come without the matrix
+                turns = quarter_turns(frame)
+            yield DecodedFrame(t=t, index=index, rgb=upright_rgb(frame, turns), arrival=time.time())
 
 
 class FrameSampler:
@@ -264,10 +338,12 @@ def flush_decoder(stream) -> Iterator[av.VideoFrame]:
         pass
 
 
-def batched(frames: Iterable[DecodedFrame], stream_id: str, batch_size: int) -> Iterator[FrameBatch]:
-    """Group decoded frames into FrameBatches numbered from 0."""
+def batched(
+    frames: Iterable[DecodedFrame], stream_id: str, batch_size: int, first_seq: int = 0
+) -> Iterator[FrameBatch]:
+    """Group decoded frames into FrameBatches numbered from `first_seq` (0)."""
     pending: list[DecodedFrame] = []
-    seq = 0
+    seq = first_seq
     for f in frames:
         pending.append(f)
         if len(pending) == batch_size:

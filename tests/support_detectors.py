@@ -43,3 +43,28 @@ class WhereDetector(Detector):
         for r in results:
             r.detections.append(Detection(label=f"node:{node}", score=1.0, detector=self.name))
         return results
+
+
+class SlowParams(DetectorParams):
+    seconds_per_batch: float = Field(0.3, description="time each batch takes")
+    fail_at_frame: int = Field(-1, description="raise on a batch holding this frame; -1: never")
+
+
+class SlowDetector(Detector):
+    """A steady box on every frame but one in five at 5 frames/s (t*5 = 2 mod 5: a one-frame gap
+    that tracking bridges), scored by the frame index; each batch takes `seconds_per_batch`. What it reports depends on
+    the frame only, so a run that was disturbed must give exactly an undisturbed run's records."""
+
+    name = "slow"
+    Params = SlowParams
+
+    def detect(self, batch: FrameBatch) -> list[FrameResult]:
+        time.sleep(self.params.seconds_per_batch)
+        if self.params.fail_at_frame in {int(i) for i in batch.indices}:
+            raise ValueError(f"slow detector broken on purpose at frame {self.params.fail_at_frame}")
+        results = empty_results(batch)
+        for r in results:
+            if round(r.t * 5) % 5 != 2:
+                score = 0.5 + (r.frame % 7) / 20
+                r.detections.append(Detection(label="steady", score=score, box=(10, 20, 50, 60), detector=self.name))
+        return results

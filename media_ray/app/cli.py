@@ -367,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Ray's note that token auth is on invites turning it off; its warning when off stays
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        lambda record: not record.getMessage().startswith("Token authentication is enabled")
+    )
     try:
         return args.func(args)
     except (UsageError, SourceError, CatalogError, DetectorError) as e:

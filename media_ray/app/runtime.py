@@ -10,20 +10,25 @@ tier's node label.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import ray
 from ray import serve
+from ray.exceptions import RayActorError
 
-from actors.stream_ingest import StreamIngest
+from actors.stream_ingest import StreamIngest, replica_died
 from deployments.detectors import detector_app
 from media_ray.catalog import BrandCatalog
+from media_ray.chain import StageChain
 from media_ray.config import MediaRayConfig
 from media_ray.exposure import ExposureReport
 from media_ray.model import FrameResult
+from media_ray.sources import DecodedTimeline, analysed_duration
 from media_ray.topology import app_name, plan_apps
 
 log = logging.getLogger(__name__)
@@ -38,18 +43,36 @@ class DeploymentFailed(RuntimeError):
 
 
 def connect_ray(config: MediaRayConfig) -> bool:
-    """Start or join Ray as the config says; True when this call started it."""
+    """Start or join Ray as the config says; True when this call started it.
+
+    Ray's token authentication (on unless `RAY_AUTH_MODE=disabled`) is what keeps the Ray
+    ports safe: Ray 2.60 binds its GCS, raylet and worker (Serve replica) gRPC ports on every
+    interface, whatever the node address, so a client without the token must be refused there.
+    A local Ray's dashboard binds loopback only; its token file is made readable by its owner only.
+    """
     if ray.is_initialized():
         return False
+    # (Ray itself warns when RAY_AUTH_MODE=disabled turns the token off)
     ray.init(
         address=config.ray.address,
         namespace=config.ray.namespace,
         include_dashboard=config.ray.dashboard,
+        dashboard_host="127.0.0.1",
         log_to_driver=False,
         logging_level=logging.ERROR,
         configure_logging=False,
     )
+    _owner_only(Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token")))
     return True
+
+
+def _owner_only(path: Path) -> None:
+    """Ray writes a generated token readable by everyone; only its owner should read it."""
+    try:
+        if path.is_file() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError as e:
+        log.warning("cannot restrict %s: %s", path, e)
 
 
 def wait_for_apps(names: list[str], timeout_s: float) -> None:
@@ -76,13 +99,31 @@ def wait_for_apps(names: list[str], timeout_s: float) -> None:
 
 
 class FileAnalysis:
-    """The results of one source from its StreamIngest; the actor goes when they have been read."""
+    """The results of one source from its StreamIngest; the actor goes when they have been read.
 
-    def __init__(self, ingest: ray.actor.ActorHandle, uri: str, duration_s: float | None, timeout_s: float):
+    The stage chain (merge, tracking, exposure) runs here, on the driver: the ingest yields each
+    batch's detector results (`DetectedBatch`), so its death loses nothing but work in flight.
+    Ray restarts it (`pipeline.ingest_restarts`) and it goes on after the last batch received
+    here, so every frame is delivered once, in order, and the report covers the whole file.
+    """
+
+    def __init__(
+        self,
+        ingest: ray.actor.ActorHandle,
+        uri: str,
+        duration_s: float | None,
+        timeout_s: float,
+        chain: StageChain | None = None,
+        restarts: int = 0,
+    ):
         self.ingest = ingest
         self.uri = uri
         self.duration_s = duration_s
         self.timeout_s = timeout_s
+        self.chain = chain or StageChain(None, 1.0)
+        self.max_restarts = restarts
+        self.restarts = 0
+        self.decoded: DecodedTimeline | None = None
         self.report: ExposureReport | None = None
 
     def __iter__(self) -> Iterator[list[FrameResult]]:
@@ -94,9 +135,31 @@ class FileAnalysis:
                     f"the StreamIngest actor was not placed after {self.timeout_s:.0f} s: "
                     "no node offers what `placement.ingest` asks for"
                 ) from None
-            for ref in self.ingest.run.remote():
-                yield ray.get(ref)
-            self.report = ray.get(self.ingest.report.remote(self.uri, self.duration_s))
+            next_seq = 0
+            while True:
+                try:
+                    for ref in self.ingest.run.remote(next_seq, True):
+                        item = ray.get(ref)
+                        if item.decoded is not None:
+                            self.decoded = item.decoded
+                            continue
+                        next_seq = item.seq + 1
+                        yield self.chain.push_results(item.per_detector, item.arrival)
+                    break
+                except RayActorError as e:
+                    if not replica_died(e) or self.restarts >= self.max_restarts:
+                        raise
+                    self.restarts += 1
+                    log.warning(
+                        "%s: the StreamIngest actor died (%s); restart %d of %d, going on from batch %d",
+                        self.uri,
+                        type(e).__name__,
+                        self.restarts,
+                        self.max_restarts,
+                        next_seq,
+                    )
+            yield self.chain.finish()
+            self.report = self.chain.report(self.uri, analysed_duration(self.duration_s, self.decoded))
         finally:
             ray.kill(self.ingest)
 
@@ -151,13 +214,16 @@ class MediaRayRuntime:
 
     def analyse(self, uri: str, stream_id: str | None = None, duration_s: float | None = None) -> FileAnalysis:
         """One source analysed by a StreamIngest: iterate for its frame results, batch by batch in
-        time order; then `report` holds its exposure (`duration_s`: the video's, when known)."""
+        time order; then `report` holds its exposure (`duration_s`: the video's, when known; the
+        report states no more than decoding covered)."""
         stream_id = stream_id or uuid.uuid4().hex[:8]
         handles = {a.detector: serve.get_app_handle(a.name) for a in self.apps if a.tier is None}
-        ingest = StreamIngest.options(**self.config.placement_for("ingest").ray_actor_options()).remote(
-            stream_id, uri, self.config, handles, self.catalog
-        )
-        return FileAnalysis(ingest, uri, duration_s, self.config.pipeline.ready_timeout_s)
+        pipeline = self.config.pipeline
+        ingest = StreamIngest.options(
+            **self.config.placement_for("ingest").ray_actor_options(), max_restarts=pipeline.ingest_restarts
+        ).remote(stream_id, uri, self.config, handles, self.catalog)
+        chain = StageChain.for_files(self.config, self.catalog)
+        return FileAnalysis(ingest, uri, duration_s, pipeline.ready_timeout_s, chain, pipeline.ingest_restarts)
 
     def stop(self) -> None:
         if self._started_ray:
