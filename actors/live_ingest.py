@@ -7,6 +7,13 @@ flight), and appends the results, in time order, to the results store, where the
 fan-out reads them. Dropped frames are counted and shown in the stream's status. What comes
 back passes through the stream's `StageChain` (merge, exposure; tracking with `tracking.live`),
 the chain every runner uses.
+
+Faults: a batch whose detector call fails (its replica killed mid-call, or the detector's own
+error, which is logged with its cause) is lost, counted in `batches_lost`/`frames_lost`, and the
+stream goes on; later batches wait for the deployment to have a replica again. Writes to a
+store that does not answer (a Redis restart) are kept in order and written when it answers
+(`BufferedStore`). An ingest started again for a stream whose ingest died (`resume`) continues
+its times and frame indices after the last record stored, so records are never duplicated.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from media_ray.hls import HlsWriter
 from media_ray.live import LiveSource
 from media_ray.model import FrameBatch, FrameResult
 from media_ray.sources import DecodedFrame, source_kind
+from media_ray.store_buffer import BufferedStore
 from media_ray.streams import StreamState, StreamStatus
 
 log = logging.getLogger(__name__)
@@ -45,7 +53,10 @@ class LiveIngest:
         detectors: dict[str, DeploymentHandle],
         catalog: BrandCatalog,
         hls_dir: str | None,
+        resume: dict | None = None,
     ):
+        """`resume`: where a stream whose ingest died got to: `t` and `frame` of its last record
+        stored, `source_t` (its source time, where known)."""
         self.status = status
         self.uri = uri
         self.config = config
@@ -53,7 +64,13 @@ class LiveIngest:
         self.catalog_version = catalog.version
         self.buffer = DropOldestBuffer(config.live.queue_frames)  # the webcam's; a source has its own
         self.chain = StageChain.for_live(config, catalog, status.fps)
-        self.store = connect_store(config.store, namespace=config.ray.namespace)
+        self.store = BufferedStore(
+            connect_store(config.store, namespace=config.ray.namespace), config.store.write_buffer
+        )
+        self.resume = resume
+        # counts of the ingests before this one (a restarted stream goes on counting)
+        self._base = (status.frames_received, status.frames_dropped)
+        self._last_t = float(resume["t"]) if resume else -1.0  # of the last record stored
         self.hls = HlsWriter(Path(hls_dir), segment_s=config.live.hls_segment_s) if hls_dir else None
         self.source: LiveSource | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,10 +96,21 @@ class LiveIngest:
                     "realtime": kind.is_file or scheme in self.config.live.paced_schemes,
                 }
             )
-            self.source = LiveSource(self.uri, cfg, on_state=self._on_state_threadsafe, hls=self.hls)
+            self.source = LiveSource(
+                self.uri,
+                cfg,
+                on_state=self._on_state_threadsafe,
+                hls=self.hls,
+                publisher_patience_s=self.config.live.rtmp_patience_s,
+            )
+            if self.resume:
+                self.source.resume_after(self.resume["t"], int(self.resume["frame"]), self.resume.get("source_t"))
             self.buffer = self.source.buffer
             self.source.start()
         else:  # webcam: frames arrive through push_jpeg
+            if self.resume:
+                self._webcam_index = int(self.resume["frame"]) + 1
+                self._webcam_t0 = time.time() - self._last_t - 1e-3
             self._set_state(StreamState.LIVE.value, None)
         self._task = asyncio.ensure_future(self._dispatch())
         await self._save_meta(force=True)
@@ -101,10 +129,27 @@ class LiveIngest:
         if self.status.state not in (StreamState.ENDED.value, StreamState.FAILED.value):
             self._set_state(StreamState.ENDED.value, "stopped")
         await self._save_meta(force=True)
+        await self._flush()
         return self.status.model_dump()
 
     def get_status(self) -> dict:
-        return self.status.update(frames_dropped=self.buffer.dropped).model_dump()
+        return self.status.update(frames_dropped=self._base[1] + self.buffer.dropped).model_dump()
+
+    def rotate_key(self, key: str) -> str | None:
+        """A new RTMP stream key: the next publisher must use it. Returns the new source URI."""
+        if self.source is None:
+            raise ValueError("not an RTMP stream")
+        self.source.set_key(key)
+        self.uri = self.source.uri
+        return self.uri
+
+    def source_uri(self) -> str | None:
+        """What this ingest reads (an RTMP listen URI holds its key): for the registry only."""
+        return self.uri
+
+    def done(self) -> bool:
+        """True once the stream is over and everything it produced is stored."""
+        return self._task is not None and self._task.done() and self.store.pending == 0
 
     def set_catalog_version(self, version: str) -> None:
         self.catalog_version = version
@@ -164,23 +209,50 @@ class LiveIngest:
         if self._final is not None:
             self._set_state(*self._final)
         await self._save_meta(force=True)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        if not await self.store.flush(self.config.store.flush_timeout_s):
+            log.error(
+                "stream %s: the results store did not take %d records within %g s",
+                self.status.id,
+                self.store.pending,
+                self.config.store.flush_timeout_s,
+            )
 
     async def _publish_in_order(self, in_flight: asyncio.Queue) -> None:
         """Each batch's results as soon as it and every batch before it are back."""
         while (sent := await in_flight.get()) is not None:
-            await self._publish(self.chain.push(*await sent))
+            batch, results = await sent
+            if results is not None:
+                await self._publish(self.chain.push(batch, results))
 
-    async def _detect(self, batch: FrameBatch) -> tuple[FrameBatch, list[list[FrameResult]]]:
+    async def _detect(self, batch: FrameBatch) -> tuple[FrameBatch, list[list[FrameResult]] | None]:
+        """The batch and each detector's results; None for a lost batch (counted and logged)."""
         ref = ray.put(batch)
-        return batch, list(await asyncio.gather(*(h.remote(ref) for h in self.detectors.values())))
+        try:
+            return batch, list(await asyncio.gather(*(h.remote(ref) for h in self.detectors.values())))
+        except ray.exceptions.RayTaskError as e:  # the detector's own error: say what it was
+            log.error("stream %s: batch %d lost: a detector failed: %s", self.status.id, batch.seq, e.cause or e)
+        except Exception as e:  # a replica lost mid-call, the deployment unavailable
+            log.warning("stream %s: batch %d lost: %s: %s", self.status.id, batch.seq, type(e).__name__, e)
+        self.status = self.status.update(
+            batches_lost=self.status.batches_lost + 1, frames_lost=self.status.frames_lost + len(batch)
+        )
+        return batch, None
 
     async def _publish(self, results: list[FrameResult]) -> None:
         """Frame records of the results the chain has ready, with their arrival time."""
         if not results:
             return
         records = [{**r.record(), "arrival": round(r.arrival or 0.0, 4)} for r in results]
+        # a restarted ingest never repeats what its predecessor stored
+        records = [r for r in records if r["t"] > self._last_t]
+        if not records:
+            return
+        self._last_t = records[-1]["t"]
         await self.store.append(self.status.id, records)
-        self.status = self.status.update(frames_analysed=self.status.frames_analysed + len(results))
+        self.status = self.status.update(frames_analysed=self.status.frames_analysed + len(records))
         await self._save_meta()
 
     # -- state -------------------------------------------------------------------------------
@@ -190,6 +262,8 @@ class LiveIngest:
             self._loop.call_soon_threadsafe(self._on_state, state, reason)
 
     def _on_state(self, state: StreamState, reason: str | None) -> None:
+        if state == StreamState.STARTING and self.resume:
+            return  # a restarted stream stays `reconnecting` until its frames flow again
         if state in (StreamState.ENDED, StreamState.FAILED):
             # the stream has ended when its last frames are analysed, not when its source stops
             self._final = (state.value, reason)
@@ -208,7 +282,10 @@ class LiveIngest:
             return
         self._last_meta = now
         if self.source is not None:
-            self.status = self.status.update(frames_received=self.source.frames)
-        self.status = self.status.update(frames_dropped=self.buffer.dropped)
+            self.status = self.status.update(frames_received=self._base[0] + self.source.frames)
+        self.status = self.status.update(frames_dropped=self._base[1] + self.buffer.dropped)
         report = self.chain.report(self.status.source)
-        await self.store.put_meta(self.status.id, {"status": self.status.model_dump(), "report": report.model_dump()})
+        meta = {"status": self.status.model_dump(), "report": report.model_dump()}
+        if self.source is not None:
+            meta["shift"] = self.source.shift  # how a restarted ingest finds its place in the source
+        await self.store.put_meta(self.status.id, meta)

@@ -15,7 +15,7 @@ from typing import Any
 import ray
 
 from media_ray.config import StoreConfig
-from media_ray.store import MemoryStore, RedisStore, ResultStore
+from media_ray.store import Entries, MemoryStore, RedisStore, ResultStore, StoreUnavailable
 from media_ray.topology import STORE_NAME
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,14 @@ class ResultStoreActor:
     ) -> tuple[list[dict[str, Any]], str]:
         return await self.store.follow(stream_id, cursor, timeout_s, limit)
 
+    async def follow_entries(
+        self, stream_id: str, cursor: str | None, timeout_s: float, limit: int
+    ) -> tuple[Entries, str]:
+        return await self.store.follow_entries(stream_id, cursor, timeout_s, limit)
+
+    async def last(self, stream_id: str) -> dict[str, Any] | None:
+        return await self.store.last(stream_id)
+
     async def put_meta(self, stream_id: str, meta: dict[str, Any]) -> None:
         await self.store.put_meta(stream_id, meta)
 
@@ -52,14 +60,22 @@ class ResultStoreActor:
         await self.store.delete(stream_id)
 
 
+#: what a call to a store actor that is gone (or not reachable now) raises
+_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
 class ActorStore(ResultStore):
-    """A client of a ResultStoreActor. Picklable: it may be passed to other actors."""
+    """A client of a ResultStoreActor. Picklable: it may be passed to other actors. A call to an
+    actor that is gone raises StoreUnavailable."""
 
     def __init__(self, actor: ray.actor.ActorHandle):
         self.actor = actor
 
     async def append(self, stream_id: str, records: list[dict[str, Any]]) -> None:
-        await self.actor.append.remote(stream_id, records)
+        try:
+            await self.actor.append.remote(stream_id, records)
+        except _GONE as e:
+            raise StoreUnavailable(f"the store actor: {e}") from e
 
     async def history(self, stream_id: str, since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         return await self.actor.history.remote(stream_id, since, limit)
@@ -69,8 +85,26 @@ class ActorStore(ResultStore):
     ) -> tuple[list[dict[str, Any]], str]:
         return await self.actor.follow.remote(stream_id, cursor, timeout_s, limit)
 
+    async def follow_entries(
+        self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0, limit: int = 1000
+    ) -> tuple[Entries, str]:
+        try:
+            return await self.actor.follow_entries.remote(stream_id, cursor, timeout_s, limit)
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, ValueError):  # not a cursor of this store
+                raise ValueError(str(e.cause)) from None
+            raise
+        except _GONE as e:
+            raise StoreUnavailable(f"the store actor: {e}") from e
+
+    async def last(self, stream_id: str) -> dict[str, Any] | None:
+        return await self.actor.last.remote(stream_id)
+
     async def put_meta(self, stream_id: str, meta: dict[str, Any]) -> None:
-        await self.actor.put_meta.remote(stream_id, meta)
+        try:
+            await self.actor.put_meta.remote(stream_id, meta)
+        except _GONE as e:
+            raise StoreUnavailable(f"the store actor: {e}") from e
 
     async def get_meta(self, stream_id: str) -> dict[str, Any] | None:
         return await self.actor.get_meta.remote(stream_id)

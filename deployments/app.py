@@ -3,6 +3,12 @@
 Everything the player page does is an API call here. Streams and the catalogue live in the
 StreamRegistry actor; frame records are read from the results store, so any replica of this
 deployment can serve any stream, and every WebSocket client gets every record (fan-out).
+
+Every route needs the API token (`media_ray.auth`), checked by one dependency of the whole app
+(`deployments.access`), except the page, `/static`, `/api/health`, `/docs`, `/openapi.json` and the
+session routes; with `http.auth.open_reads` reads (GET routes, the follow socket, HLS) need none.
+A WebSocket refused after its handshake is closed with a code: 4401 (no or a wrong token), 4403
+(a wrong webcam push key), 4404 (no such stream), 4429 (the stream has its most viewers).
 """
 
 import asyncio
@@ -15,7 +21,18 @@ from pathlib import Path
 
 import PIL.Image
 import ray
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    HTTPException,
+    Request,
+    UploadFile,
+    WebSocket,
+    WebSocketDisconnect,
+    WebSocketException,
+)
 from fastapi import Path as Path_
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -23,10 +40,22 @@ from fastapi.staticfiles import StaticFiles
 from ray import serve
 
 from actors.store import connect_store
+from deployments.access import SessionRequest, authorise, refused_socket, viewer_slot
+from media_ray.auth import SESSION_COOKIE, ApiGuard
 from media_ray.catalog import Brand, CatalogError, decode_brand_image, parse_colour
 from media_ray.config import MediaRayConfig
 from media_ray.store import OLDEST
-from media_ray.streams import BRAND_ID_PATTERN, STREAM_ID_PATTERN, StreamRequest, StreamState, StreamStatus
+from media_ray.streams import (
+    BRAND_ID_PATTERN,
+    STREAM_ID_PATTERN,
+    StreamCreated,
+    StreamKey,
+    StreamLimitReached,
+    StreamRequest,
+    StreamStartTimeout,
+    StreamState,
+    StreamStatus,
+)
 from media_ray.topology import REGISTRY_NAME, BrandExists, StreamError
 
 log = logging.getLogger(__name__)
@@ -35,7 +64,11 @@ STATIC = Path(__file__).resolve().parent / "static"
 mimetypes.add_type("application/vnd.apple.mpegurl", ".m3u8")
 mimetypes.add_type("video/mp2t", ".ts")
 
-api = FastAPI(title="media-ray", description="Brands in live and recorded video, on Ray.")
+api = FastAPI(
+    title="media-ray",
+    description="Brands in live and recorded video, on Ray.",
+    dependencies=[Depends(authorise)],
+)
 if STATIC.is_dir():
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -53,6 +86,9 @@ async def _catalog_error(request, exc: CatalogError):
     return JSONResponse(status_code=422, content={"detail": str(exc)})
 
 
+api.add_exception_handler(WebSocketException, refused_socket)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class MediaRayAPI:
@@ -60,6 +96,8 @@ class MediaRayAPI:
         self.config = config
         self.registry = ray.get_actor(REGISTRY_NAME, namespace=config.ray.namespace)
         self.store = connect_store(config.store, namespace=config.ray.namespace)
+        self.guard = ApiGuard(config.http.auth)  # `deployments.access` reads it
+        self.viewers: dict[str, int] = {}  # WebSocket viewers of each stream on this replica
 
     # Serve ships these methods to the replica by value: helpers they call live on the class
 
@@ -100,14 +138,55 @@ class MediaRayAPI:
         }
         return {"ok": True, "applications": apps, "streams": len(await self.registry.list.remote())}
 
+    # -- session -----------------------------------------------------------------------------
+    @api.post("/api/session")
+    async def open_session(self, body: SessionRequest, request: Request) -> JSONResponse:
+        """Trade the token for an HttpOnly session cookie (the page's sign-in); a wrong one is a 401."""
+        value = self.guard.session_for(body.token)
+        if value is None:
+            raise HTTPException(401, "wrong token", headers={"WWW-Authenticate": "Bearer"})
+        response = JSONResponse({"session": True})
+        response.set_cookie(
+            SESSION_COOKIE,
+            value,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        return response
+
+    @api.delete("/api/session")
+    async def close_session(self) -> JSONResponse:
+        response = JSONResponse({"session": False})
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
     # -- streams ---------------------------------------------------------------------------
-    @api.post("/api/streams", status_code=201, response_model=StreamStatus)
+    @api.post("/api/streams", status_code=201, response_model=StreamCreated)
     async def create_stream(self, request: StreamRequest) -> dict:
+        """A new stream; the answer alone holds its secrets (`stream_key`, `push_key`)."""
         try:
             return await self.registry.create.remote(request)
         except ray.exceptions.RayTaskError as e:
             if isinstance(e.cause, StreamError):
                 raise HTTPException(422, str(e.cause)) from None
+            if isinstance(e.cause, StreamLimitReached):
+                raise HTTPException(429, str(e.cause)) from None
+            if isinstance(e.cause, StreamStartTimeout):
+                raise HTTPException(503, str(e.cause)) from None
+            raise
+
+    @api.post("/api/streams/{sid}/key", response_model=StreamKey)
+    async def rotate_key(self, sid: str) -> dict:
+        """A new RTMP stream key: the next publisher must use it, the old one is refused."""
+        try:
+            return await self.registry.rotate_key.remote(sid)
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, KeyError):
+                raise HTTPException(404, f"no stream {sid}") from None
+            if isinstance(e.cause, StreamError):
+                raise HTTPException(409, str(e.cause)) from None
             raise
 
     @api.get("/api/streams", response_model=list[StreamStatus])
@@ -245,23 +324,40 @@ class MediaRayAPI:
         return {"deleted": brand_id, "catalog_version": version}
 
     # -- WebSockets ----------------------------------------------------------------------------
-    @api.websocket("/ws/streams/{sid}")
+    @api.websocket("/ws/streams/{sid}", dependencies=[Depends(viewer_slot)])
     async def follow(self, ws: WebSocket, sid: str) -> None:
         """Every frame record of the stream: what is kept first, then each as it is produced."""
         await ws.accept()
+        # each message is a record with its `cursor`; `?after=CURSOR` resumes right after that record
+        from media_ray.store import StoreUnavailable
+
         closed = asyncio.ensure_future(self._until_closed(ws))
-        cursor = OLDEST
+        cursor = ws.query_params.get("after") or OLDEST
+        unavailable = False
         try:
             while not closed.done():
-                reading = asyncio.ensure_future(self.store.follow(sid, cursor, timeout_s=5.0))
+                reading = asyncio.ensure_future(self.store.follow_entries(sid, cursor, timeout_s=5.0))
                 await asyncio.wait({reading, closed}, return_when=asyncio.FIRST_COMPLETED)
                 if closed.done():
                     reading.cancel()
                     break
-                records, cursor = reading.result()
-                for record in records:
-                    await ws.send_text(json.dumps(record))
-                if not records and await self._finished(sid):
+                try:
+                    entries, cursor = reading.result()
+                except ValueError as e:  # ?after= names no entry of this store
+                    await ws.close(code=4400, reason=str(e)[:120])
+                    break
+                except StoreUnavailable as e:  # a store restarting: read again, the cursor is kept
+                    if not unavailable:
+                        log.warning("stream %s: the store is unavailable to a follower (%s); retrying", sid, e)
+                    unavailable = True
+                    await asyncio.wait({closed}, timeout=1.0)
+                    continue
+                if unavailable:
+                    log.info("stream %s: the store answers a follower again", sid)
+                    unavailable = False
+                for entry_cursor, record in entries:
+                    await ws.send_text(json.dumps({**record, "cursor": entry_cursor}))
+                if not entries and await self._finished(sid):
                     await ws.close(code=1000, reason="the stream has ended")
                     break
         except (WebSocketDisconnect, RuntimeError):
@@ -271,19 +367,28 @@ class MediaRayAPI:
 
     @api.websocket("/ws/webcam/{sid}")
     async def webcam(self, ws: WebSocket, sid: str) -> None:
-        """JPEG frames from the page's camera, one binary message each."""
-        ingest = await self.registry.ingest.remote(sid)
+        """JPEG frames from the page's camera, one binary message each; `?key=` is the stream's
+        push key (from its create response). A text message closes the socket with 1003."""
+        ingest, code = await self.registry.webcam_ingest.remote(sid, ws.query_params.get("key"))
         if ingest is None:
-            await ws.close(code=4404, reason=f"no live stream {sid}")
-            return
+            reason = f"no live webcam stream {sid}" if code == 4404 else "a wrong or missing push key (?key=)"
+            raise WebSocketException(code, reason)
         await ws.accept()
         try:
             while True:
-                data = await ws.receive_bytes()
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                data = message.get("bytes")
+                if data is None:
+                    await ws.close(code=1003, reason="binary messages only: one JPEG frame each")
+                    return
                 await ingest.push_jpeg.remote(data)
         except (WebSocketDisconnect, RuntimeError):
             pass
 
 
 def api_app(config: MediaRayConfig) -> serve.Application:
-    return MediaRayAPI.options(name="MediaRayAPI").bind(config)
+    return MediaRayAPI.options(name="MediaRayAPI", max_ongoing_requests=config.http.limits.max_ongoing_requests).bind(
+        config
+    )

@@ -82,6 +82,12 @@ class PlacementConfig(BaseModel):
         return opts
 
 
+#: CPUs a LiveIngest actor reserves unless `placement.ingest` says otherwise: it mostly waits on
+#: I/O (its decoding runs in a thread), and 20 of them (`http.limits.max_streams`) must fit on a
+#: 2-core machine beside the detectors
+INGEST_NUM_CPUS = 0.01
+
+
 class PipelineConfig(BaseModel):
     """How a file's batches flow to the detectors."""
 
@@ -92,6 +98,21 @@ class PipelineConfig(BaseModel):
         180.0,
         gt=0,
         description="how long deployments and actors may take to start before the run stops and says why",
+    )
+    batch_retries: int = Field(
+        3,
+        ge=0,
+        description="times a batch is sent again to a detector whose replica died while it had the batch "
+        "(Serve starts a new replica; the call waits for one); a detector that raises fails the run at once",
+    )
+    retry_backoff_s: float = Field(
+        0.5, ge=0, description="wait before the first such retry; it doubles with each further one"
+    )
+    ingest_restarts: int = Field(
+        3,
+        ge=0,
+        description="restarts of a file's StreamIngest actor whose process died; the analysis "
+        "goes on after the last batch the driver received, with nothing repeated or lost",
     )
 
 
@@ -139,6 +160,17 @@ class StoreConfig(BaseModel):
         description="calls the embedded store actor serves at "
         "once; each WebSocket viewer waiting for records holds one",
     )
+    write_buffer: int = Field(
+        10_000,
+        ge=1,
+        description="frame records a live stream keeps, in order, while the store does not answer "
+        "(a Redis restart), written when it answers again; beyond, the oldest are dropped and logged",
+    )
+    flush_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="how long a stream that ends keeps retrying the writes the store did not take",
+    )
 
 
 class ApiLimitsConfig(BaseModel):
@@ -156,7 +188,10 @@ class ApiLimitsConfig(BaseModel):
         20, ge=1, description="streams a server runs at once (live, starting or reconnecting); one more is a 429"
     )
     max_viewers_per_stream: int = Field(
-        20, ge=1, description="WebSocket viewers of one stream at once; one more is refused (close code 4429)"
+        20,
+        ge=1,
+        description="WebSocket viewers of one stream at once, counted by each API replica (with n replicas "
+        "up to n times as many); one more is refused (close code 4429)",
     )
     max_ongoing_requests: int = Field(
         256,
@@ -294,6 +329,24 @@ class LiveConfig(BaseModel):
         description="calls a stream's LiveIngest actor serves at once (status, webcam frames, stop)",
     )
     registry_concurrency: int = Field(100, ge=1, description="calls the stream registry actor serves at once")
+    start_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="how long a new stream's LiveIngest actor may take to start (Ray may have no CPU "
+        "left to place it); then the stream is undone and the request is a 503",
+    )
+    watch_every_s: float = Field(
+        3.0,
+        gt=0,
+        description="how often the registry checks each running stream's ingest actor; "
+        "one found dead is started again for the same stream (counted in `restarts`)",
+    )
+    rtmp_patience_s: float = Field(
+        10.0,
+        ge=0,
+        description="after its publisher leaves, how long an RTMP stream waits (`reconnecting`) "
+        "for a publisher of its key to come back before it has `ended`; 0 ends it at once",
+    )
 
 
 class RayConfig(BaseModel):
@@ -349,7 +402,8 @@ class MediaRayConfig(BaseSettings):
         default_factory=dict,
         description="where each detector "
         "runs, by detector name (`clip@lan` for one tier, "
-        "`ingest` for the ingest actors); `default` for the rest",
+        "`ingest` for the ingest actors); `default` for the rest (the ingest takes it with at most "
+        "0.01 CPU, so that max_streams of them fit)",
     )
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="flow of a file's batches")
     merge: MergeConfig = Field(default_factory=MergeConfig, description="one detection per logo")
@@ -391,7 +445,10 @@ class MediaRayConfig(BaseSettings):
             return base.model_copy(update={"label_selector": {self.live.tier_label: tier}})
         if detector in self.placement:
             return self.placement[detector]
-        return self.placement.get("default", PlacementConfig())
+        base = self.placement.get("default", PlacementConfig())
+        if detector == "ingest":  # waits on I/O, decodes in a thread: http.limits.max_streams of them fit
+            return base.model_copy(update={"num_cpus": min(base.num_cpus, INGEST_NUM_CPUS)})
+        return base
 
     def params_for(self, detector: str) -> dict[str, Any]:
         return self.detectors.params_for(detector)

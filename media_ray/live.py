@@ -5,8 +5,9 @@ A `LiveSource` opens its URI by the kind in `media_ray.sources.SOURCE_KINDS`, an
 state (`media_ray.streams.StreamState`) as it goes:
 
 - `rtmp://HOST:PORT/live/KEY`: media-ray is the server, and admits only a publisher of KEY
-  (`media_ray.rtmp`). When the publisher disconnects the stream has `ended`; a new publish
-  needs a new LiveSource (with the same key if you like).
+  (`media_ray.rtmp`). When the publisher disconnects the stream goes `reconnecting` and waits
+  up to `publisher_patience_s` for a publisher of the same key (`live` again when it sends);
+  when none comes it has `ended` (at once with a patience of 0).
 - pulled sources (`rtsp`, `http(s)` files and HLS playlists, `v4l2` devices): when one drops or
   cannot be opened the stream goes `reconnecting` and retries with `Backoff` until it comes back
   (`live` again) or `max_reconnects` consecutive tries have failed (`failed`). A finite source
@@ -77,6 +78,7 @@ class LiveSource:
         config: LiveSourceConfig | None = None,
         on_state: StateCallback | None = None,
         hls: HlsWriter | None = None,
+        publisher_patience_s: float = 0.0,
     ):
         self.uri = uri
         self.config = config or LiveSourceConfig()
@@ -96,6 +98,9 @@ class LiveSource:
         self._sampler: FrameSampler | None = None
         self._index = -1
         self._live_in_session = False
+        self._patience_s = publisher_patience_s
+        self._publisher_deadline: float | None = None  # RTMP: waiting for a publisher to come back
+        self._refused_before = 0  # refused by the gates before the current one
         #: the URI as logs show it: a stream key is a secret
         self.name = uri
         if self.kind.listens:
@@ -106,6 +111,33 @@ class LiveSource:
             self.name = uri[: len(uri) - len(self.key)] + "***"
 
     # -- control ----------------------------------------------------------------------------
+    def resume_after(self, t: float, index: int, source_s: float | None = None) -> LiveSource:
+        """Continue a stream that another LiveSource delivered up to frame `index` at stream time
+        `t` (source time `source_s`, where known): frames get later times and indices only. A
+        finite source with `source_s` is read on from there; otherwise the first frame read comes
+        just after `t`. Call it before `start`."""
+        if self._thread is not None:
+            raise RuntimeError("resume_after comes before start")
+        self._index = index
+        # without a known place in the source its timeline is taken as a new one, continuing t
+        self._clock.shift = 0.0 if source_s is None else t - source_s
+        self._clock.advance(t, -math.inf if source_s is None else source_s)
+        return self
+
+    def set_key(self, key: str) -> None:
+        """RTMP: admit only publishers of `key` from the next connection on (a rotated key)."""
+        if not self.kind.listens or not key or "/" in key:
+            raise ValueError("only an RTMP listen source has a stream key, a plain name")
+        self.uri = self.uri[: len(self.uri) - len(self.key)] + key
+        self.key = key
+        if self._gate is not None:
+            self._gate.set_key(key)
+
+    @property
+    def shift(self) -> float | None:
+        """Stream time minus source time in the current session (None before the first frame)."""
+        return self._clock.shift
+
     def start(self) -> LiveSource:
         """Start reading. For RTMP the public port is bound here (OSError if it is taken)."""
         if self._thread is not None:
@@ -166,7 +198,7 @@ class LiveSource:
 
     @property
     def refused_publishers(self) -> int:
-        return self._gate.refused if self._gate else 0
+        return self._refused_before + (self._gate.refused if self._gate else 0)
 
     def _set_state(self, state: StreamState, reason: str | None = None) -> None:
         with self._lock:
@@ -238,9 +270,29 @@ class LiveSource:
         if self._gate.admitted.is_set():
             if end.how == "unopened":
                 return StreamState.FAILED, end.reason
-            return StreamState.ENDED, "publisher disconnected"
+            if self._patience_s <= 0:
+                return StreamState.ENDED, "publisher disconnected"
+            return self._await_publisher()
         if self._gate.closed:
             return StreamState.FAILED, "the RTMP listener closed"
+        if self._publisher_deadline is not None and time.monotonic() > self._publisher_deadline:
+            log.info("%s: no publisher came back within %g s", self.name, self._patience_s)
+            return StreamState.ENDED, "publisher disconnected"
+        return None
+
+    def _await_publisher(self) -> tuple[StreamState, str | None] | None:
+        """The publisher left: a new gate on the same address waits for the next one."""
+        old = self._gate
+        assert old is not None
+        old.close()
+        self._refused_before += old.refused
+        try:
+            self._gate = RtmpPublishGate(old.host, old.port, old.key, old.upstream_port, old.admit_timeout_s).start()
+        except OSError as e:
+            log.warning("%s: cannot listen for a publisher again: %s", self.name, e)
+            return StreamState.ENDED, "publisher disconnected"
+        self._publisher_deadline = time.monotonic() + self._patience_s
+        self._set_state(StreamState.RECONNECTING, "publisher disconnected")
         return None
 
     def _open(self):
@@ -258,6 +310,10 @@ class LiveSource:
         try:
             container = self._open()
         except SourceError as e:
+            if self.kind.listens:  # FFmpeg's listener waits a poll at a time: no publisher yet
+                log.debug("%s: no publisher yet: %s", self.name, e)
+            else:
+                log.warning("%s: cannot open: %s", self.name, str(e).split(": ", 1)[-1])
             raise _End("unopened", str(e).split(": ", 1)[-1]) from None
         with container:
             if not container.streams.video:
@@ -386,6 +442,7 @@ class LiveSource:
             self._hls.write_frame(frame, t)
         if not self._live_in_session:
             self._live_in_session = True
+            self._publisher_deadline = None
             self._set_state(StreamState.LIVE)
         assert self._sampler is not None  # made when the source opened
         if self._sampler.keep(t):

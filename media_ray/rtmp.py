@@ -196,6 +196,7 @@ class _Link:
         #: what went upstream before FFmpeg said anything, to send again if the listener
         #: closed just as the connection arrived (its wait for the gate timed out)
         self.unanswered: bytearray | None = bytearray()
+        self.peer = "?"  # the publisher's address, for the logs
 
     def close(self) -> None:
         _close(self.client, self.upstream)
@@ -246,6 +247,10 @@ class RtmpPublishGate:
     def closed(self) -> bool:
         return self._thread is not None and not self._thread.is_alive()
 
+    def set_key(self, key: str) -> None:
+        """Admit publishers of `key` from the next connection on (a rotated stream key)."""
+        self.key = key
+
     def _serve(self) -> None:
         assert self._sock is not None  # bound by start()
         link: _Link | None = None
@@ -273,6 +278,7 @@ class RtmpPublishGate:
                         conn.close()
                     else:
                         link = _Link(conn, upstream, self.key, deadline)
+                        link.peer = str(addr[0])
                     continue
                 if link and not self._pump(link, readable):
                     link.close()
@@ -364,7 +370,8 @@ class RtmpPublishGate:
     def _refuse(self, link: _Link, reason: str) -> None:
         link.close()
         self.refused += 1
-        log.warning("rtmp %s: refused a publisher: %s", self.port, reason)
+        # the peer's address, never the stream name it asked for (it may be another stream's key)
+        log.warning("rtmp %s: refused publisher %s (%d so far): %s", self.port, link.peer, self.refused, reason)
 
 
 def _close(*socks: socket.socket) -> None:

@@ -15,16 +15,23 @@ Two backends, chosen by `StoreConfig.kind` through `make_store`:
 - `redis`: `RedisStore`, one capped Redis stream per media-ray stream.
 
 All methods are coroutines. A cursor is an opaque string; `OLDEST` starts from the oldest
-record kept, None from the next record appended.
+record kept, None from the next record appended. `follow_entries` gives each record's own
+cursor (what a follower that reconnects passes to resume right after it).
+
+A store that cannot be reached raises `StoreUnavailable`. A writer that must not lose records
+when the store goes away for a while (a Redis restart) wraps it in a `BufferedStore`: failed
+appends are kept in order, within a bound, and written when the store answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import json
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -42,6 +49,14 @@ OLDEST = "0"
 _Entries = list[tuple[str, dict[str, str]]]
 
 
+class StoreUnavailable(ConnectionError):
+    """The store could not be reached (a connection refused or lost); the call may be retried."""
+
+
+#: the entries of a follow: (cursor of the record, record), oldest first
+Entries = list[tuple[str, dict[str, Any]]]
+
+
 class ResultStore(ABC):
     """Frame records and metadata per stream; see the module docstring for the guarantees."""
 
@@ -56,7 +71,6 @@ class ResultStore(ABC):
         Paging forward: pass the last page's last `t` as `since`.
         """
 
-    @abstractmethod
     async def follow(
         self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0, limit: int = 1000
     ) -> tuple[list[dict[str, Any]], str]:
@@ -66,6 +80,19 @@ class ResultStore(ABC):
         unchanged (None resolved to the current end, so `timeout_s=0` just fetches a cursor).
         A cursor older than the oldest record kept continues from the oldest kept.
         """
+        entries, cursor = await self.follow_entries(stream_id, cursor, timeout_s, limit)
+        return [record for _, record in entries], cursor
+
+    @abstractmethod
+    async def follow_entries(
+        self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0, limit: int = 1000
+    ) -> tuple[Entries, str]:
+        """As `follow`, with each record's own cursor: (cursor, record) pairs, and the next cursor.
+        A cursor that is not one of this store's raises ValueError."""
+
+    @abstractmethod
+    async def last(self, stream_id: str) -> dict[str, Any] | None:
+        """The newest record kept of the stream, None if it has none."""
 
     @abstractmethod
     async def put_meta(self, stream_id: str, meta: dict[str, Any]) -> None:
@@ -139,16 +166,16 @@ class MemoryStore(ResultStore):
         start = 0 if since is None else bisect.bisect_right(stream.entries, since, key=lambda e: e[1]["t"])
         return [record for _, record in itertools.islice(stream.entries, start, start + limit)]
 
-    async def follow(
+    async def follow_entries(
         self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0, limit: int = 1000
-    ) -> tuple[list[dict[str, Any]], str]:
-        after = self._last_seq if cursor is None else int(cursor)
+    ) -> tuple[Entries, str]:
+        after = self._last_seq if cursor is None else _sequence(cursor)
         deadline = time.monotonic() + timeout_s
         while True:
             stream = self._stream(stream_id)
             newer = _entries_after(stream.entries, after, limit)
             if newer:
-                return [record for _, record in newer], str(newer[-1][0])
+                return [(str(seq), record) for seq, record in newer], str(newer[-1][0])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return [], str(after)
@@ -156,6 +183,10 @@ class MemoryStore(ResultStore):
                 await asyncio.wait_for(stream.appended.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+
+    async def last(self, stream_id: str) -> dict[str, Any] | None:
+        stream = self._streams.get(stream_id)
+        return stream.entries[-1][1] if stream is not None and stream.entries else None
 
     async def put_meta(self, stream_id: str, meta: dict[str, Any]) -> None:
         self._stream(stream_id).meta = dict(meta)
@@ -172,6 +203,14 @@ class MemoryStore(ResultStore):
         if stream is not None:
             stream.wake()  # waiting followers look again and find a new, empty stream
             log.info("stream %s: deleted from the store", stream_id)
+
+
+def _sequence(cursor: str) -> int:
+    """A MemoryStore cursor: a sequence number (a Redis-style id `N-0` is read as N)."""
+    head, _, tail = cursor.partition("-")
+    if not head.isdigit() or len(head) > 20 or tail not in ("", "0"):
+        raise ValueError(f"not a cursor of this store: {cursor[:40]!r}")
+    return int(head)
 
 
 def _entries_after(entries: deque, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
@@ -201,9 +240,23 @@ class RedisStore(ResultStore):
             raise ImportError("the Redis store needs the redis package (pip install 'media-ray[redis]')") from e
         if history < 1:
             raise ValueError("history must be at least 1")
+        import redis.exceptions
+
         self.cap = history
         self.prefix = prefix
-        self._redis = aioredis.from_url(url, decode_responses=True)
+        # a read that waits longer is a lost server; a blocking follow waits less (see follow_entries)
+        self._redis = aioredis.from_url(url, decode_responses=True, socket_timeout=_SOCKET_TIMEOUT_S)
+        #: what a lost server raises (BusyLoadingError, while it reads its data back, is one)
+        self._lost = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+        self._refused = redis.exceptions.ResponseError
+
+    @contextlib.contextmanager
+    def _reached(self, what: str):
+        """Raises StoreUnavailable for a server that cannot be reached."""
+        try:
+            yield
+        except self._lost as e:
+            raise StoreUnavailable(f"redis ({what}): {e}") from e
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> RedisStore:
@@ -223,11 +276,12 @@ class RedisStore(ResultStore):
         if not records:
             return
         key = self._frames(stream_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for record in records:
-                pipe.xadd(key, {"record": json.dumps(record)}, maxlen=self.cap, approximate=False)
-            pipe.sadd(self._ids, stream_id)
-            await pipe.execute()
+        with self._reached("append"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for record in records:
+                    pipe.xadd(key, {"record": json.dumps(record)}, maxlen=self.cap, approximate=False)
+                pipe.sadd(self._ids, stream_id)
+                await pipe.execute()
         log.debug("stream %s: %d records appended", stream_id, len(records))
 
     async def history(self, stream_id: str, since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
@@ -236,7 +290,8 @@ class RedisStore(ResultStore):
         start = "-"
         # records are in time order: skip those up to `since`, stop once `limit` are found
         while len(found) < limit:
-            chunk = cast(_Entries, await self._redis.xrange(key, start, "+", count=max(limit, 256)))
+            with self._reached("history"):
+                chunk = cast(_Entries, await self._redis.xrange(key, start, "+", count=max(limit, 256)))
             for _, fields in chunk:
                 record = json.loads(fields["record"])
                 if since is None or record["t"] > since:
@@ -248,43 +303,66 @@ class RedisStore(ResultStore):
             start = "(" + chunk[-1][0]
         return found
 
-    async def follow(
+    async def follow_entries(
         self, stream_id: str, cursor: str | None = None, timeout_s: float = 15.0, limit: int = 1000
-    ) -> tuple[list[dict[str, Any]], str]:
+    ) -> tuple[Entries, str]:
         key = self._frames(stream_id)
-        if cursor is None:
-            # '$' would lose what is appended between two calls; resolve it to an id once
-            last = cast(_Entries, await self._redis.xrevrange(key, "+", "-", count=1))
-            cursor = last[0][0] if last else OLDEST
-        block = None if timeout_s <= 0 else max(1, int(timeout_s * 1000))
-        reply = await self._redis.xread({key: cursor}, count=limit, block=block)
+        if cursor is not None and not _REDIS_ID.match(cursor):
+            raise ValueError(f"not a cursor of this store: {cursor[:40]!r}")
+        with self._reached("follow"):
+            if cursor is None:
+                # '$' would lose what is appended between two calls; resolve it to an id once
+                last = cast(_Entries, await self._redis.xrevrange(key, "+", "-", count=1))
+                cursor = last[0][0] if last else OLDEST
+            # a block as long as the socket's time-out would read as a lost server
+            block = None if timeout_s <= 0 else max(1, int(min(timeout_s, _SOCKET_TIMEOUT_S - 2) * 1000))
+            try:
+                reply = await self._redis.xread({key: cursor}, count=limit, block=block)
+            except self._refused as e:  # an id out of range
+                raise ValueError(f"not a cursor of this store: {e}") from None
         entries = _stream_entries(reply, key)
         if not entries:
             return [], cursor
-        return [json.loads(fields["record"]) for _, fields in entries], entries[-1][0]
+        return [(entry_id, json.loads(fields["record"])) for entry_id, fields in entries], entries[-1][0]
+
+    async def last(self, stream_id: str) -> dict[str, Any] | None:
+        with self._reached("last"):
+            newest = cast(_Entries, await self._redis.xrevrange(self._frames(stream_id), "+", "-", count=1))
+        return json.loads(newest[0][1]["record"]) if newest else None
 
     async def put_meta(self, stream_id: str, meta: dict[str, Any]) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._meta(stream_id), json.dumps(meta))
-            pipe.sadd(self._ids, stream_id)
-            await pipe.execute()
+        with self._reached("put_meta"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._meta(stream_id), json.dumps(meta))
+                pipe.sadd(self._ids, stream_id)
+                await pipe.execute()
 
     async def get_meta(self, stream_id: str) -> dict[str, Any] | None:
-        raw = await self._redis.get(self._meta(stream_id))
+        with self._reached("get_meta"):
+            raw = await self._redis.get(self._meta(stream_id))
         return None if raw is None else json.loads(raw)
 
     async def streams(self) -> list[str]:
-        return sorted(cast(set[str], await self._redis.smembers(self._ids)))
+        with self._reached("streams"):
+            return sorted(cast(set[str], await self._redis.smembers(self._ids)))
 
     async def delete(self, stream_id: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._frames(stream_id), self._meta(stream_id))
-            pipe.srem(self._ids, stream_id)
-            await pipe.execute()
+        with self._reached("delete"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._frames(stream_id), self._meta(stream_id))
+                pipe.srem(self._ids, stream_id)
+                await pipe.execute()
         log.info("stream %s: deleted from the store", stream_id)
 
     async def close(self) -> None:  # noqa: B027 (a store with nothing to release keeps it)
         await self._redis.aclose()
+
+
+#: seconds a Redis reply may take before the server counts as lost (redis-py's default is 5)
+_SOCKET_TIMEOUT_S = 10.0
+
+#: a Redis stream entry id, as a cursor
+_REDIS_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?$")
 
 
 def _stream_entries(reply: Any, key: str) -> list:

@@ -68,11 +68,18 @@ class StreamStatus(BaseModel):
     tier_requested: str | None = None
     tier: str | None = None  # the tier serving it; differs from the request after a fallback
     fallback: bool = False
-    publish_url: str | None = None
+    publish_url: str | None = Field(
+        None,
+        description="RTMP server URL to publish to (rtmp://HOST:PORT/live), without the stream key: "
+        "the key is in the create (and key rotation) response only",
+    )
     hls_url: str | None = None
     frames_received: int = 0
     frames_analysed: int = 0
     frames_dropped: int = 0
+    batches_lost: int = Field(0, description="batches whose detector call failed (a replica lost mid-call, an error)")
+    frames_lost: int = Field(0, description="frames of the lost batches: received, never analysed")
+    restarts: int = Field(0, description="times the stream's ingest was started again after it died")
     frame_width: int | None = Field(None, description="width of the analysed frames: the pixels boxes are in")
     frame_height: int | None = Field(None, description="height of the analysed frames")
     created_at: float = Field(default_factory=time.time)
@@ -82,6 +89,32 @@ class StreamStatus(BaseModel):
         if "state" in changes:  # model_copy does not validate: a plain string becomes the enum
             changes["state"] = StreamState(changes["state"])
         return self.model_copy(update={**changes, "updated_at": time.time()})
+
+
+class StreamCreated(StreamStatus):
+    """Answer of `POST /api/streams`: the status, and the stream's secrets, shown to its creator
+    only (no list, get or stored status holds them)."""
+
+    stream_key: str | None = Field(None, description="RTMP stream key (rtmp streams); rotate it with POST .../key")
+    publish_url_with_key: str | None = Field(None, description="publish_url/stream_key: what OBS or ffmpeg publish to")
+    push_key: str | None = Field(None, description="webcam streams: the ?key= that /ws/webcam/{id} needs")
+
+
+class StreamKey(BaseModel):
+    """Answer of `POST /api/streams/{id}/key`: the new RTMP key; the old one is refused from now."""
+
+    id: str
+    stream_key: str
+    publish_url: str
+    publish_url_with_key: str
+
+
+class StreamLimitReached(Exception):
+    """As many streams run as `http.limits.max_streams` allows (429)."""
+
+
+class StreamStartTimeout(Exception):
+    """A stream's ingest did not start in time, e.g. no node had the CPU it asks for (503)."""
 
 
 #: what a stream id looks like (`new_stream_id`); anything else names no stream
@@ -97,3 +130,8 @@ def new_stream_id() -> str:
 def new_stream_key() -> str:
     """An RTMP stream key: unguessable, URL-safe."""
     return secrets.token_urlsafe(12)
+
+
+def new_push_key() -> str:
+    """A webcam stream's push key (`/ws/webcam/{id}?key=`): unguessable, URL-safe."""
+    return secrets.token_urlsafe(16)

@@ -79,16 +79,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: the API token of the test apps (`start_live_app`), unless a test gives its own
+TEST_TOKEN = "media-ray-test-token-0123456789abcdef"
+
+
 class LiveApp:
-    """A running `media-ray serve` (in this process) and the sample it is meant for."""
+    """A running `media-ray serve` (in this process) and the sample it is meant for.
+
+    `token` is its API token, `headers` the header that carries it, and `http` an httpx client
+    of the app that sends it: `app.http.get("/api/streams")`."""
 
     def __init__(self, service, sample, catalog):
+        import httpx
+
         self.service = service
         self.base_url = service.url
         self.ws_url = self.base_url.replace("http://", "ws://")
         self.sample = sample
         self.catalog = catalog
         self.config = service.config
+        self.token = service.config.http.auth.token
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+        self.http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=30)
+
+    def stop(self) -> None:
+        self.http.close()
+        self.service.stop()
 
 
 def source_policy_for(*media_roots) -> dict:
@@ -96,9 +112,18 @@ def source_policy_for(*media_roots) -> dict:
     return {"media_roots": [str(r) for r in media_roots], "allowed_hosts": ["127.0.0.1"]}
 
 
-def start_live_app(sample, store: dict | None = None, detectors=("reference",), tracking: dict | None = None, **live):
+def start_live_app(
+    sample,
+    store: dict | None = None,
+    detectors=("reference",),
+    tracking: dict | None = None,
+    http_limits: dict | None = None,
+    auth: dict | None = None,
+    **live,
+):
     """`media-ray serve` for `sample`; its source policy accepts files of the sample's folder and
-    http servers on 127.0.0.1 (`live["policy"]` replaces it)."""
+    http servers on 127.0.0.1 (`live["policy"]` replaces it). Its API token is `TEST_TOKEN`
+    (`auth` adds to or replaces `http.auth`), `http_limits` sets `http.limits`."""
     from ray import serve
 
     from media_ray.app.live_service import LiveService
@@ -109,7 +134,12 @@ def start_live_app(sample, store: dict | None = None, detectors=("reference",), 
     port = free_port()
     rtmp = free_port()
     config = MediaRayConfig(
-        http={"host": "127.0.0.1", "port": port},
+        http={
+            "host": "127.0.0.1",
+            "port": port,
+            "limits": http_limits or {},
+            "auth": {"token": TEST_TOKEN, **(auth or {})},
+        },
         live={
             "sampling": {"fps": 5, "batch_size": 2},
             "rtmp_ports": (rtmp, rtmp + 3),
@@ -118,7 +148,8 @@ def start_live_app(sample, store: dict | None = None, detectors=("reference",), 
         },
         tracking=tracking or {},
         store=store or {},
-        placement={"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
+        # the ingests as `media-ray serve` places them by default: http.limits.max_streams fit
+        placement={"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.01}},
         ray={"namespace": "media-ray-tests", "app_prefix": f"live{port}"},
     )
     catalog = BrandCatalog.from_folder(sample["logos"])
@@ -130,4 +161,4 @@ def live_app(local_ray, sample):
     """The live app with the embedded store and the reference detector."""
     app = start_live_app(sample)
     yield app
-    app.service.stop()
+    app.stop()

@@ -2,6 +2,11 @@
 // a per-brand exposure tally, and the browser's camera as a source. It speaks only the app's
 // HTTP/WebSocket API on its own origin.
 //
+// The API needs its token: the page trades it once for an HttpOnly session cookie (POST
+// /api/session), which every fetch, the HLS player and the WebSockets then carry. The token
+// comes from the sign-in form the page shows when the API answers 401, or from the URL
+// fragment (`http://HOST:PORT/#token=...`, as `media-ray serve` prints it), which is then cleared.
+//
 // window.mediaRay mirrors what the page shows (for tests and for the curious console user);
 // it is rewritten at every draw.
 "use strict";
@@ -47,6 +52,9 @@ const mediaRay = {
   draws: 0,
   webcam: { id: null, active: false, sent: 0, skipped: 0, received: 0, drawnBoxes: [], frameSize: null },
   errors: [],
+  needsToken: false,   // the API answered 401: the sign-in form is shown
+  signedIn: false,     // the API answered a call that needs the token
+  reconnects: 0,       // times the follow socket of the selected stream was opened again
 };
 window.mediaRay = mediaRay;
 
@@ -63,6 +71,8 @@ async function request(method, path, body) {
   const response = await fetch(path, init);
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
+  if (response.status === 401) askForToken();
+  else if (response.ok && path !== "/api/session") signedIn();
   if (!response.ok) {
     const detail = data && data.detail ? (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail)) : response.statusText;
     const error = new Error(`${method} ${path}: ${detail}`);
@@ -74,6 +84,74 @@ async function request(method, path, body) {
 
 function socketUrl(path) {
   return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}${path}`;
+}
+
+// ---- signing in ------------------------------------------------------------------------------
+
+function askForToken() {
+  if (mediaRay.needsToken) return;
+  mediaRay.needsToken = true;
+  mediaRay.signedIn = false;
+  $("sign-in").hidden = false;
+  $("sign-out").hidden = true;
+  notify("this server needs its API token");
+}
+
+function signedIn() {
+  if (mediaRay.signedIn) return;
+  mediaRay.signedIn = true;
+  mediaRay.needsToken = false;
+  $("sign-in").hidden = true;
+  $("sign-out").hidden = false;
+}
+
+/** Trade the token for the session cookie; true if the server took it. */
+async function openSession(token) {
+  try {
+    await request("POST", "/api/session", { token });
+  } catch (error) {
+    notify(error.status === 401 ? "wrong token" : error.message);
+    return false;
+  }
+  notify("");
+  mediaRay.needsToken = false;
+  $("sign-in").hidden = true;
+  return true;
+}
+
+/** A token in the URL fragment (#token=...) is used once and removed from the address bar. */
+async function tokenFromFragment() {
+  const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const token = fragment.get("token");
+  if (!token) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  await openSession(token);
+}
+
+$("sign-in").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  if (await openSession(new FormData(form).get("token"))) {
+    form.reset();
+    refreshBrands();
+    refreshStreams();
+  }
+});
+
+$("sign-out").addEventListener("click", async () => {
+  await request("DELETE", "/api/session").catch(() => {});
+  mediaRay.signedIn = false;
+  leave();
+  statuses = [];
+  renderStreams();
+  askForToken();
+});
+
+/** What a closed WebSocket's code says: a sign-in is needed, the stream is full. */
+function socketRefused(event) {
+  if (event.code === 4401) askForToken();
+  else if (event.code === 4429) notify(event.reason || "this stream has as many viewers as it may have");
+  return event.code === 4401 || event.code === 4429;
 }
 
 function notify(message) {
@@ -247,7 +325,8 @@ function select(id) {
   if (current && current.id === id) return;
   leave();
   const status = statuses.find((s) => s.id === id) || null;
-  current = { id, status, timeline: new RecordTimeline(), hls: null, socket: null, frames: null, reportTimer: null, hlsUrl: null };
+  current = { id, status, timeline: new RecordTimeline(), hls: null, socket: null, frames: null, reportTimer: null,
+              hlsUrl: null, cursor: null };
   mediaRay.selected = id;
   mediaRay.records = 0;
   mediaRay.lastRecordT = null;
@@ -290,21 +369,27 @@ function drawCurrent(time) {
   mediaRay.draws += 1;
 }
 
-/** Frame records over the stream's WebSocket: a replay of what is kept, then each new one. */
+/** Frame records over the stream's WebSocket: a replay of what is kept, then each new one; a
+ * socket opened again resumes after the cursor of the last record received (`?after=`). */
 function follow(c) {
-  const socket = new WebSocket(socketUrl(`/ws/streams/${encodeURIComponent(c.id)}`));
+  const after = c.cursor ? `?after=${encodeURIComponent(c.cursor)}` : "";
+  const socket = new WebSocket(socketUrl(`/ws/streams/${encodeURIComponent(c.id)}${after}`));
   c.socket = socket;
   socket.onmessage = (event) => {
     if (current !== c) return;
     const record = JSON.parse(event.data);
+    if (record.cursor) c.cursor = record.cursor;
     if (c.timeline.add(record) && record.detections.length) listDetections(record);
     mediaRay.records = c.timeline.length;
     mediaRay.lastRecordT = c.timeline.last.t;
     if (video.paused) c.frames.redraw();
   };
-  socket.onclose = () => {
-    // the replay on reconnecting fills any gap; replayed records replace their twins
-    if (current === c && !isFinished(c.status)) setTimeout(() => { if (current === c) follow(c); }, 1000);
+  socket.onclose = (event) => {
+    if (event.code === 4400) c.cursor = null;  // a cursor the store no longer has: replay what is kept
+    const delay = socketRefused(event) ? 5000 : 1000;
+    if (current === c && !isFinished(c.status)) {
+      setTimeout(() => { if (current === c) { mediaRay.reconnects += 1; follow(c); } }, delay);
+    }
   };
 }
 
@@ -492,7 +577,8 @@ $("add-stream").addEventListener("submit", async (event) => {
   if (form.get("fps")) body.fps = Number(form.get("fps"));
   try {
     const status = await request("POST", "/api/streams", body);
-    notify("");
+    // the key is told once, to its creator: the list shows the server URL only
+    notify(status.publish_url_with_key ? `publish to ${status.publish_url_with_key} (the key is shown only now)` : "");
     event.target.reset();
     statuses = statuses.filter((s) => s.id !== status.id).concat([status]);
     select(status.id);
@@ -571,7 +657,9 @@ async function startCamera() {
     $("camera").hidden = false;
     cameraVideo.srcObject = media;
     await cameraVideo.play().catch(() => {});
-    camera.upload = new WebSocket(socketUrl(`/ws/webcam/${encodeURIComponent(status.id)}`));
+    // the stream's own push key, from its create response
+    const key = encodeURIComponent(status.push_key || "");
+    camera.upload = new WebSocket(socketUrl(`/ws/webcam/${encodeURIComponent(status.id)}?key=${key}`));
     camera.upload.binaryType = "arraybuffer";
     camera.upload.onclose = (event) => {
       if (camera && camera.id === status.id) {
@@ -595,16 +683,20 @@ async function startCamera() {
 }
 
 function followCameraResults(cam) {
-  const socket = new WebSocket(socketUrl(`/ws/streams/${encodeURIComponent(cam.id)}`));
+  const after = cam.cursor ? `?after=${encodeURIComponent(cam.cursor)}` : "";
+  const socket = new WebSocket(socketUrl(`/ws/streams/${encodeURIComponent(cam.id)}${after}`));
   cam.results = socket;
   socket.onmessage = (event) => {
     if (camera !== cam) return;
     cam.latest = JSON.parse(event.data);
+    if (cam.latest.cursor) cam.cursor = cam.latest.cursor;
     cam.latestAt = performance.now();
     mediaRay.webcam.received += 1;
   };
-  socket.onclose = () => {
-    if (camera === cam) setTimeout(() => { if (camera === cam) followCameraResults(cam); }, 1000);
+  socket.onclose = (event) => {
+    if (event.code === 4400) cam.cursor = null;
+    const delay = socketRefused(event) ? 5000 : 1000;
+    if (camera === cam) setTimeout(() => { if (camera === cam) followCameraResults(cam); }, delay);
   };
 }
 
@@ -668,7 +760,8 @@ $("camera-button").addEventListener("click", () => (camera ? stopCamera() : star
 
 // ---- start -----------------------------------------------------------------------------------
 
-loadStates()
+tokenFromFragment()
+  .then(loadStates)
   .catch((error) => mediaRay.errors.push(`stream states: ${error.message}`))
   .then(() => {
     refreshBrands();

@@ -202,13 +202,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from media_ray.app.live_service import LiveService
     from media_ray.app.runtime import DeploymentFailed, DeploymentTimeout
+    from media_ray.auth import TokenError
 
     if not args.verbose:
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     # SIGTERM (docker stop, systemd, Kubernetes) stops as Ctrl-C does: streams ended, their
     # folders removed, Ray shut down
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    service = LiveService(config, catalog, detectors)
+    try:
+        service = LiveService(config, catalog, detectors)
+    except TokenError as e:
+        _fail(f"API token: {e}")
     try:
         service.start()
     except (DeploymentFailed, DeploymentTimeout) as e:
@@ -217,6 +221,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"media-ray is serving on {service.url} (detectors: {', '.join(detectors)}); Ctrl-C stops it",
         file=sys.stderr,
     )
+    if service.token.generated:  # shown this once; later starts read it from the file
+        print(
+            f"a new API token was generated and kept in {service.token.path}; open the page with it:\n"
+            f"  {service.url}/#token={service.token.token}",
+            file=sys.stderr,
+        )
     try:
         while True:
             time.sleep(3600)

@@ -15,6 +15,7 @@ from actors.registry import StreamRegistry
 from actors.store import connect_store
 from deployments.app import api_app
 from media_ray.app.runtime import MediaRayRuntime, wait_for_apps
+from media_ray.auth import resolve_token
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig
 from media_ray.topology import REGISTRY_NAME
@@ -24,6 +25,12 @@ log = logging.getLogger(__name__)
 
 class LiveService:
     def __init__(self, config: MediaRayConfig, catalog: BrandCatalog, detectors: list[str]):
+        # the API token, resolved here so that every replica checks the same one: configured,
+        # read from the token file, or generated now (`token.generated`: the CLI prints it once);
+        # raises TokenError
+        self.token = resolve_token(config.http.auth)
+        auth = config.http.auth.model_copy(update={"token": self.token.token})
+        config = config.model_copy(update={"http": config.http.model_copy(update={"auth": auth})})
         self.config = config
         self.catalog = catalog
         self.detectors = detectors

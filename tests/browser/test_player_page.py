@@ -2,6 +2,8 @@
 
 The page publishes what it shows on `window.mediaRay` at every draw: the media time of the
 frame on screen and the boxes drawn over it. The tests read that, and the overlay's pixels.
+The page is opened with the API token in its URL fragment (`/#token=...`, as `media-ray serve`
+prints it): from then on its session cookie carries every fetch, the HLS player and the sockets.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def sample_part(sample, name: str):
 
 @pytest.fixture(scope="module")
 def api(app):
-    with httpx.Client(base_url=app.base_url, timeout=30.0) as client:
+    with httpx.Client(base_url=app.base_url, headers=app.headers, timeout=30.0) as client:
         yield client
 
 
@@ -93,19 +95,54 @@ def browser(camera_y4m):
         yield b
 
 
-@pytest.fixture
-def page(browser, app):
+def open_page(browser, app, path: str):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=app.base_url)
     context.grant_permissions(["camera"], origin=app.base_url)
     pg = context.new_page()
     pg.set_default_timeout(30_000)
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto("/")
+    pg.goto(path)
     pg.wait_for_function("() => window.mediaRay !== undefined")
+    return context, pg, errors
+
+
+@pytest.fixture
+def page(browser, app):
+    context, pg, errors = open_page(browser, app, f"/#token={app.token}")
+    pg.wait_for_function("() => window.mediaRay.signedIn")
     yield pg
     context.close()
     assert not errors, f"the page raised: {errors}"
+
+
+@pytest.mark.timeout(120)
+def test_without_the_token_the_page_asks_for_it_and_takes_it_from_the_form_or_the_fragment(browser, app):
+    context, pg, errors = open_page(browser, app, "/")
+    try:
+        pg.wait_for_function("() => window.mediaRay.needsToken")
+        assert pg.locator("#sign-in").is_visible() and pg.locator("#streams li").count() == 0
+        pg.fill('#sign-in [name="token"]', "not-the-token-0123456789")
+        pg.click('#sign-in button[type="submit"]')
+        pg.wait_for_function("() => document.getElementById('notice').textContent === 'wrong token'")
+        assert pg.locator("#sign-in").is_visible()
+        pg.fill('#sign-in [name="token"]', app.token)
+        pg.click('#sign-in button[type="submit"]')
+        pg.wait_for_function("() => window.mediaRay.signedIn")
+        assert not pg.locator("#sign-in").is_visible()
+        cookies = {c["name"]: c for c in context.cookies()}
+        session = cookies["media_ray_session"]
+        assert session["httpOnly"] and session["sameSite"] == "Strict" and app.token not in session["value"]
+    finally:
+        context.close()
+    context, pg, more = open_page(browser, app, f"/#token={app.token}")
+    try:
+        pg.wait_for_function("() => window.mediaRay.signedIn")
+        assert not pg.locator("#sign-in").is_visible()
+        assert app.token not in pg.url and pg.evaluate("() => location.hash") == ""  # the fragment is cleared
+    finally:
+        context.close()
+    assert not errors + more, f"the page raised: {errors + more}"
 
 
 def wait_for(page, expression: str, arg=None, timeout_s: float = 30.0):

@@ -12,13 +12,12 @@ import time
 import zlib
 from pathlib import Path
 
-import httpx
 import pytest
 from test_live_api import wait_state
 
 
 def healthy(app) -> bool:
-    return httpx.get(f"{app.base_url}/api/health", timeout=30).json()["ok"] is True
+    return app.http.get("/api/health", timeout=30).json()["ok"] is True
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -33,9 +32,9 @@ def png_header(width: int, height: int) -> bytes:
 
 def post_brand(app, brand_id: str, image: bytes | None = None, method: str = "POST", **fields):
     files = {"image": ("x.png", image, "image/png")} if image is not None else None
-    url = f"{app.base_url}/api/brands" + (f"/{brand_id}" if method == "PUT" else "")
+    url = "/api/brands" + (f"/{brand_id}" if method == "PUT" else "")
     data = {**fields} if method == "PUT" else {"id": brand_id, **fields}
-    return httpx.request(method, url, data=data, files=files, timeout=60)
+    return app.http.request(method, url, data=data, files=files, timeout=60)
 
 
 def test_an_existing_brand_id_is_a_409_and_put_replaces_it(live_app):
@@ -45,22 +44,22 @@ def test_an_existing_brand_id_is_a_409_and_put_replaces_it(live_app):
     try:
         again = post_brand(app, "twice", png, name="Second")
         assert again.status_code == 409 and "PUT" in again.json()["detail"]
-        names = {b["id"]: b["name"] for b in httpx.get(f"{app.base_url}/api/brands").json()}
+        names = {b["id"]: b["name"] for b in app.http.get("/api/brands").json()}
         assert names["twice"] == "First"
         replaced = post_brand(app, "twice", png, method="PUT", name="Second")
         assert replaced.status_code == 200 and replaced.json()["name"] == "Second"
     finally:
-        httpx.delete(f"{app.base_url}/api/brands/twice")
+        app.http.delete("/api/brands/twice")
     assert healthy(app)
 
 
 @pytest.mark.parametrize("brand_id", ["a/b", "../up", "x" * 65, "y" * 1_000_000, ""])
 def test_a_brand_id_outside_the_pattern_is_refused(live_app, brand_id):
     app = live_app
-    before = {b["id"] for b in httpx.get(f"{app.base_url}/api/brands").json()}
+    before = {b["id"] for b in app.http.get("/api/brands").json()}
     r = post_brand(app, brand_id, name="bad")
     assert r.status_code == 422, r.text
-    assert {b["id"] for b in httpx.get(f"{app.base_url}/api/brands").json()} == before
+    assert {b["id"] for b in app.http.get("/api/brands").json()} == before
     assert healthy(app)
 
 
@@ -68,7 +67,7 @@ def test_an_image_over_the_pixel_limit_is_refused_before_it_is_decoded(live_app)
     app = live_app
     r = post_brand(app, "bomb", png_header(12000, 12000))
     assert r.status_code == 413 and "12000x12000" in r.json()["detail"]
-    assert "bomb" not in {b["id"] for b in httpx.get(f"{app.base_url}/api/brands").json()}
+    assert "bomb" not in {b["id"] for b in app.http.get("/api/brands").json()}
     assert healthy(app)
 
 
@@ -92,12 +91,10 @@ def test_an_upload_over_the_byte_limit_is_refused(live_app):
 )
 def test_stream_requests_out_of_bounds_are_422_and_create_nothing(live_app, body):
     app = live_app
-    before = len(httpx.get(f"{app.base_url}/api/streams").json())
-    r = httpx.post(
-        f"{app.base_url}/api/streams", content=body, headers={"content-type": "application/json"}, timeout=30
-    )
+    before = len(app.http.get("/api/streams").json())
+    r = app.http.post("/api/streams", content=body, headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 422, r.text
-    assert len(httpx.get(f"{app.base_url}/api/streams").json()) == before
+    assert len(app.http.get("/api/streams").json()) == before
     assert healthy(app)
 
 
@@ -105,15 +102,15 @@ def test_hls_is_served_only_from_the_streams_own_folder_without_following_links(
     app = live_app
     secret = tmp_path / "secret.ts"
     secret.write_text("not yours")
-    sid = httpx.post(f"{app.base_url}/api/streams", json={"source": str(app.sample["clip"])}, timeout=60).json()["id"]
+    sid = app.http.post("/api/streams", json={"source": str(app.sample["clip"])}, timeout=60).json()["id"]
     try:
         wait_state(app, sid, ("live", "ended"))
         root = Path(app.config.live.hls_dir or Path(tempfile.gettempdir()) / "media-ray" / "hls")
         (root / sid / "link.ts").symlink_to(secret)
         (root / "parent.ts").write_text("beside the streams' folders")
-        base = f"{app.base_url}/streams"
+        base = "/streams"
         deadline = time.monotonic() + 30  # the playlist appears with the first segment
-        while httpx.get(f"{base}/{sid}/hls/index.m3u8").status_code != 200:
+        while app.http.get(f"{base}/{sid}/hls/index.m3u8").status_code != 200:
             assert time.monotonic() < deadline, "the stream's own playlist is not served"
             time.sleep(0.5)
         for path in (
@@ -123,9 +120,9 @@ def test_hls_is_served_only_from_the_streams_own_folder_without_following_links(
             "00000000/hls/index.m3u8",
             f"{sid}/hls/%2E%2E%2Fparent.ts",
         ):
-            r = httpx.get(f"{base}/{path}")
+            r = app.http.get(f"{base}/{path}")
             assert r.status_code == 404 and "not yours" not in r.text and "beside" not in r.text, path
     finally:
-        httpx.delete(f"{app.base_url}/api/streams/{sid}")
+        app.http.delete(f"/api/streams/{sid}")
         (root / "parent.ts").unlink(missing_ok=True)
     assert healthy(app)

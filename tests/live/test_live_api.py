@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 
-import httpx
 import pytest
 from websockets.sync.client import connect
 
@@ -27,7 +26,7 @@ def wait_state(app, sid, states, timeout=60):
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
-        status = httpx.get(f"{app.base_url}/api/streams/{sid}").json()
+        status = app.http.get(f"/api/streams/{sid}").json()
         if status["state"] in states:
             return status
         time.sleep(0.25)
@@ -39,7 +38,10 @@ def collect(app, sid, until_states=("ended", "failed"), timeout=90, clients=1):
     got = [[] for _ in range(clients)]
     with contextlib.ExitStack() as stack:
         sockets = [
-            stack.enter_context(connect(f"{app.ws_url}/ws/streams/{sid}", open_timeout=10)) for _ in range(clients)
+            stack.enter_context(
+                connect(f"{app.ws_url}/ws/streams/{sid}", open_timeout=10, additional_headers=app.headers)
+            )
+            for _ in range(clients)
         ]
         deadline = time.monotonic() + timeout
         ended_at = None
@@ -51,7 +53,7 @@ def collect(app, sid, until_states=("ended", "failed"), timeout=90, clients=1):
                 except TimeoutError:
                     pass
             if ended_at is None:
-                if httpx.get(f"{app.base_url}/api/streams/{sid}").json()["state"] in until_states:
+                if app.http.get(f"/api/streams/{sid}").json()["state"] in until_states:
                     ended_at = time.monotonic()
             elif time.monotonic() - ended_at > 1.5:
                 break
@@ -75,8 +77,8 @@ def check_logo_found(app, records, brand="acme", t0=1.5, t1=5.5):
 @needs_ffmpeg
 def test_rtmp_push_is_analysed_live_with_the_clips_own_times(live_app):
     app = live_app
-    created = httpx.post(f"{app.base_url}/api/streams", json={"source": "rtmp", "name": "obs"}).json()
-    assert created["publish_url"].startswith("rtmp://127.0.0.1:") and created["state"] in ("starting", "live")
+    created = app.http.post("/api/streams", json={"source": "rtmp", "name": "obs"}).json()
+    assert created["publish_url_with_key"].startswith("rtmp://127.0.0.1:") and created["state"] in ("starting", "live")
     sid = created["id"]
     push = subprocess.Popen(
         [
@@ -90,7 +92,7 @@ def test_rtmp_push_is_analysed_live_with_the_clips_own_times(live_app):
             "copy",
             "-f",
             "flv",
-            created["publish_url"],
+            created["publish_url_with_key"],
         ]
     )
     try:
@@ -104,19 +106,19 @@ def test_rtmp_push_is_analysed_live_with_the_clips_own_times(live_app):
         assert r["frame"] == round(r["t"] * CLIP_FPS)
     assert [r["t"] for r in records] == sorted(r["t"] for r in records)
     check_logo_found(app, records)
-    status = httpx.get(f"{app.base_url}/api/streams/{sid}").json()
+    status = app.http.get(f"/api/streams/{sid}").json()
     assert status["state"] == "ended" and status["frames_analysed"] == len(records)
-    history = httpx.get(f"{app.base_url}/api/streams/{sid}/frames", params={"since": 5.0, "limit": 5}).json()
+    history = app.http.get(f"/api/streams/{sid}/frames", params={"since": 5.0, "limit": 5}).json()
     assert [r["t"] for r in history] == [r["t"] for r in records if r["t"] > 5.0][:5]
-    report = httpx.get(f"{app.base_url}/api/streams/{sid}/report").json()
+    report = app.http.get(f"/api/streams/{sid}/report").json()
     assert report["brands"]["acme"]["exposure_s"] > 5
 
 
 @needs_ffmpeg
 def test_a_publish_with_an_unknown_key_is_refused(live_app):
     app = live_app
-    created = httpx.post(f"{app.base_url}/api/streams", json={"source": "rtmp"}).json()
-    url = created["publish_url"]
+    created = app.http.post("/api/streams", json={"source": "rtmp"}).json()
+    url = created["publish_url_with_key"]
     wrong = url.rsplit("/", 1)[0] + "/not-the-key"
     push = subprocess.run(
         [
@@ -138,9 +140,9 @@ def test_a_publish_with_an_unknown_key_is_refused(live_app):
         timeout=60,
     )
     assert push.returncode != 0
-    status = httpx.get(f"{app.base_url}/api/streams/{created['id']}").json()
+    status = app.http.get(f"/api/streams/{created['id']}").json()
     assert status["frames_analysed"] == 0
-    httpx.delete(f"{app.base_url}/api/streams/{created['id']}")
+    app.http.delete(f"/api/streams/{created['id']}")
 
 
 @pytest.fixture(scope="module")
@@ -179,44 +181,44 @@ def served_folder(tmp_path_factory, sample):
 @pytest.mark.parametrize("path", ["index.m3u8", "clip.mp4"])
 def test_pulled_hls_playlists_and_http_files_are_analysed(live_app, served_folder, path):
     app = live_app
-    created = httpx.post(f"{app.base_url}/api/streams", json={"source": f"{served_folder}/{path}"}).json()
+    created = app.http.post("/api/streams", json={"source": f"{served_folder}/{path}"}).json()
     [records] = collect(app, created["id"])
     assert len(records) >= 50
     check_logo_found(app, records)
-    assert httpx.get(f"{app.base_url}/api/streams/{created['id']}").json()["state"] == "ended"
+    assert app.http.get(f"/api/streams/{created['id']}").json()["state"] == "ended"
 
 
 def test_every_websocket_client_gets_every_record(live_app):
     app = live_app
-    created = httpx.post(f"{app.base_url}/api/streams", json={"source": str(app.sample["clip"])}).json()
+    created = app.http.post("/api/streams", json={"source": str(app.sample["clip"])}).json()
     a, b = collect(app, created["id"], clients=2)
     assert len(a) >= 50 and a == b
 
 
 def test_the_api_refuses_what_it_cannot_serve(live_app):
     app = live_app
-    r = httpx.post(f"{app.base_url}/api/streams", json={"source": "rtmp", "detectors": ["nope"]})
+    r = app.http.post("/api/streams", json={"source": "rtmp", "detectors": ["nope"]})
     assert r.status_code == 422 and "nope" in r.json()["detail"]
-    assert httpx.get(f"{app.base_url}/api/streams/doesnotexist").status_code == 404
-    assert httpx.post(f"{app.base_url}/api/streams", json={"fps": 2}).status_code == 422
-    assert httpx.get(f"{app.base_url}/api/health").json()["ok"] is True
-    assert httpx.get(f"{app.base_url}/docs").status_code == 200
+    assert app.http.get("/api/streams/doesnotexist").status_code == 404
+    assert app.http.post("/api/streams", json={"fps": 2}).status_code == 422
+    assert app.http.get("/api/health").json()["ok"] is True
+    assert app.http.get("/docs").status_code == 200
 
 
 def test_brands_can_be_listed_added_and_removed_while_running(live_app, tmp_path):
     app = live_app
-    ids = {b["id"] for b in httpx.get(f"{app.base_url}/api/brands").json()}
+    ids = {b["id"] for b in app.http.get("/api/brands").json()}
     assert ids == {"acme", "globex", "initech"}
     png = app.sample["logos"] / "initech.png"
-    r = httpx.post(
-        f"{app.base_url}/api/brands",
+    r = app.http.post(
+        "/api/brands",
         data={"id": "initech2", "name": "Initech Two", "prompts": "a, b"},
         files={"image": ("x.png", png.read_bytes(), "image/png")},
     )
     assert r.status_code == 201 and r.json()["has_image"] and r.json()["prompts"] == ["a", "b"]
-    assert "initech2" in {b["id"] for b in httpx.get(f"{app.base_url}/api/brands").json()}
-    assert httpx.delete(f"{app.base_url}/api/brands/initech2").status_code == 200
-    assert httpx.delete(f"{app.base_url}/api/brands/initech2").status_code == 404
+    assert "initech2" in {b["id"] for b in app.http.get("/api/brands").json()}
+    assert app.http.delete("/api/brands/initech2").status_code == 200
+    assert app.http.delete("/api/brands/initech2").status_code == 404
 
 
 def test_a_brand_added_through_the_api_keeps_its_colour_and_reads_its_image_as_a_catalogue_does(live_app, tmp_path):
@@ -234,15 +236,15 @@ def test_a_brand_added_through_the_api_keeps_its_colour_and_reads_its_image_as_a
     folder = tmp_path / "logos"
     folder.mkdir()
     cv2.imwrite(str(folder / "acme16.png"), mark.astype(np.uint16) * 257)
-    r = httpx.post(
-        f"{app.base_url}/api/brands",
+    r = app.http.post(
+        "/api/brands",
         data={"id": "acme16", "name": "Acme 16", "hex": "#DC281E"},
         files={"image": ("acme16.png", (folder / "acme16.png").read_bytes(), "image/png")},
     )
     try:
         assert r.status_code == 201, r.text
         assert r.json()["hex"] == "DC281E"
-        listed = {b["id"]: b for b in httpx.get(f"{app.base_url}/api/brands").json()}
+        listed = {b["id"]: b for b in app.http.get("/api/brands").json()}
         assert listed["acme16"]["hex"] == "DC281E"
         registry = ray.get_actor(REGISTRY_NAME, namespace=app.config.ray.namespace)
         brand = ray.get(registry.catalog.remote())["acme16"]
@@ -250,22 +252,22 @@ def test_a_brand_added_through_the_api_keeps_its_colour_and_reads_its_image_as_a
         assert brand.image.dtype == np.uint8
         assert np.array_equal(brand.image, BrandCatalog.from_folder(folder)["acme16"].image)
     finally:
-        httpx.delete(f"{app.base_url}/api/brands/acme16")
-    assert httpx.get(f"{app.base_url}/api/health").json()["ok"] is True
+        app.http.delete("/api/brands/acme16")
+    assert app.http.get("/api/health").json()["ok"] is True
 
 
 def test_a_running_stream_picks_up_a_new_brand_without_a_restart(live_app):
     app = live_app
     # only initech in the catalogue at first: acme is not reported
     for bid in ("acme", "globex"):
-        httpx.delete(f"{app.base_url}/api/brands/{bid}")
+        app.http.delete(f"/api/brands/{bid}")
     try:
-        created = httpx.post(f"{app.base_url}/api/streams", json={"source": str(app.sample["clip"])}).json()
+        created = app.http.post("/api/streams", json={"source": str(app.sample["clip"])}).json()
         wait_state(app, created["id"], ("live",))
         time.sleep(0.5)
         png = app.sample["logos"] / "acme.png"
-        httpx.post(
-            f"{app.base_url}/api/brands",
+        app.http.post(
+            "/api/brands",
             data={"id": "acme", "name": "Acme"},
             files={"image": ("acme.png", png.read_bytes(), "image/png")},
         )
@@ -274,8 +276,8 @@ def test_a_running_stream_picks_up_a_new_brand_without_a_restart(live_app):
     finally:
         for bid in ("acme", "globex"):
             png = app.sample["logos"] / f"{bid}.png"
-            httpx.post(
-                f"{app.base_url}/api/brands",
+            app.http.post(
+                "/api/brands",
                 data={"id": bid, "name": bid.title()},
                 files={"image": (f"{bid}.png", png.read_bytes(), "image/png")},
             )
@@ -316,7 +318,7 @@ def test_a_pulled_source_that_drops_shows_reconnecting_then_live_again(live_app,
         while not (hls / "index.m3u8").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         server.start()
-        created = httpx.post(f"{app.base_url}/api/streams", json={"source": server.url("index.m3u8")}).json()
+        created = app.http.post("/api/streams", json={"source": server.url("index.m3u8")}).json()
         sid = created["id"]
         wait_state(app, sid, ("live",), timeout=20)
         server.stop()

@@ -1,5 +1,6 @@
-"""`media-ray serve` stopped by SIGTERM (docker stop, systemd, Kubernetes) shuts down cleanly:
-exit status 0, its streams' HLS folders removed, no Ray process of it left behind."""
+"""`media-ray serve` as a user starts it: with no token configured it generates one, keeps it
+owner-only and prints it once; stopped by SIGTERM (docker stop, systemd, Kubernetes) it shuts down
+cleanly: exit status 0, its streams' HLS folders removed, no Ray process of it left behind."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import httpx
 import psutil
 import yaml
 from conftest import free_port, source_policy_for
-
-TOKEN = "sigterm-test-token-0123456789"
 
 
 def _wait(predicate, timeout_s: float, what: str):
@@ -38,7 +37,7 @@ def test_sigterm_stops_streams_and_removes_their_folders(sample, tmp_path):
     port, rtmp = free_port(), free_port()
     hls_root = tmp_path / "hls"
     config = {
-        "http": {"host": "127.0.0.1", "port": port, "auth": {"token": TOKEN}},
+        "http": {"host": "127.0.0.1", "port": port},  # no token: one is generated
         "live": {
             "hls_dir": str(hls_root),
             "rtmp_ports": [rtmp, rtmp + 1],
@@ -49,7 +48,10 @@ def test_sigterm_stops_streams_and_removes_their_folders(sample, tmp_path):
         "ray": {"namespace": "media-ray-sigterm", "app_prefix": f"sig{port}"},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HOME": str(home)}
+    env.pop("MEDIA_RAY_HTTP__AUTH__TOKEN", None)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -72,7 +74,11 @@ def test_sigterm_stops_streams_and_removes_their_folders(sample, tmp_path):
     try:
         _wait(lambda: server.poll() is not None or _health(base), 180, "the server")
         assert server.poll() is None, server.stderr.read()[-2000:]
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+        token_file = home / ".media-ray" / "token"
+        token = token_file.read_text().strip()
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600" and len(token) >= 32
+        assert httpx.get(f"{base}/api/streams", timeout=30).status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
         created = httpx.post(f"{base}/api/streams", json={"source": str(sample["clip"])}, headers=auth, timeout=60)
         assert created.status_code == 201, created.text
         folder = hls_root / created.json()["id"]
@@ -85,6 +91,7 @@ def test_sigterm_stops_streams_and_removes_their_folders(sample, tmp_path):
         assert server.returncode == 0, err[-2000:]
         assert not folder.exists()
         assert "stopping" in err
+        assert err.count(f"#token={token}") == 1  # printed once, as the page's link
         _wait(
             lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
             30,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import httpx
 import pytest
 
 
@@ -31,7 +30,7 @@ def test_sources_outside_the_policy_are_422_and_leave_nothing(live_app, outside_
     app = live_app
     link = Path(app.sample["folder"]) / "link-out.mp4"
     link.symlink_to(outside_file)
-    before = {s["id"] for s in httpx.get(f"{app.base_url}/api/streams", timeout=30).json()}
+    before = {s["id"] for s in app.http.get("/api/streams", timeout=30).json()}
     folders = set(hls_root(app).iterdir()) if hls_root(app).exists() else set()
     sources = {
         str(outside_file): "media roots",
@@ -50,18 +49,18 @@ def test_sources_outside_the_policy_are_422_and_leave_nothing(live_app, outside_
     }
     try:
         for source, says in sources.items():
-            r = httpx.post(f"{app.base_url}/api/streams", json={"source": source}, timeout=60)
+            r = app.http.post("/api/streams", json={"source": source}, timeout=60)
             assert r.status_code == 422, (source, r.status_code, r.text)
             detail = r.json()["detail"]
             assert isinstance(detail, str) and detail.startswith("source refused: "), (source, detail)
             assert says in detail, (source, detail)
     finally:
         link.unlink()
-    after = httpx.get(f"{app.base_url}/api/streams", timeout=30).json()
+    after = app.http.get("/api/streams", timeout=30).json()
     assert {s["id"] for s in after} == before
     assert not [s for s in after if s["source"] in sources]
     assert (set(hls_root(app).iterdir()) if hls_root(app).exists() else set()) == folders
-    health = httpx.get(f"{app.base_url}/api/health", timeout=30).json()
+    health = app.http.get("/api/health", timeout=30).json()
     assert health["ok"] is True and health["streams"] == len(before)
 
 
@@ -76,8 +75,7 @@ def test_a_refusal_says_the_same_for_an_open_and_a_closed_port(live_app):
         port = listening.getsockname()[1]
         # 127.0.0.1 is allowed in the tests' policy; the same server as `localhost` is not
         answers = [
-            httpx.post(f"{app.base_url}/api/streams", json={"source": f"http://localhost:{p}/x"}, timeout=60)
-            for p in (port, 1)
+            app.http.post("/api/streams", json={"source": f"http://localhost:{p}/x"}, timeout=60) for p in (port, 1)
         ]
     assert [a.status_code for a in answers] == [422, 422]
     details = [a.json()["detail"] for a in answers]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 from conftest import start_live_app
 
@@ -47,16 +46,16 @@ def test_a_file_gives_the_same_detections_without_ray_through_stream_ingest_and_
     # 3. played as a live source through `media-ray serve`
     app = start_live_app(sample, detectors=("reference",), tracking={"live": True})
     try:
-        sid = httpx.post(f"{app.base_url}/api/streams", json={"source": clip, "fps": 5}, timeout=60).json()["id"]
+        sid = app.http.post("/api/streams", json={"source": clip, "fps": 5}, timeout=60).json()["id"]
         deadline = time.monotonic() + 120
         status = {}
         while time.monotonic() < deadline:
-            status = httpx.get(f"{app.base_url}/api/streams/{sid}", timeout=30).json()
+            status = app.http.get(f"/api/streams/{sid}", timeout=30).json()
             if status["state"] in ("ended", "failed"):
                 break
             time.sleep(0.5)
         assert status["state"] == "ended" and status["frames_dropped"] == 0, status
-        live = httpx.get(f"{app.base_url}/api/streams/{sid}/frames", params={"limit": 10000}, timeout=30).json()
+        live = app.http.get(f"/api/streams/{sid}/frames", params={"limit": 10000}, timeout=30).json()
     finally:
         app.service.stop()
 
