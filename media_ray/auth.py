@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from media_ray.config import AuthConfig
+from media_ray.config_http import AuthConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,7 @@ state (`media_ray.streams.StreamState`) as it goes:
 - local files: read once, then `ended`; a read error is `failed`. With `realtime`, finite
   sources (local or http files, VOD playlists) are paced by presentation time, like `ffmpeg -re`.
 
-Stream time `t` is the source's own presentation time, re-based so that the first frame of the
-stream is at 0. After a reconnect the source's timestamps are kept where they continue the same
-timeline (a live HLS playlist rejoined, a file reopened, a server whose clock ran on through the
-outage), and frames already delivered are skipped; where the timeline restarted (an RTSP
-session starting again from 0), `t` resumes from the last frame plus the wall-clock length of
-the outage. `t` never goes backwards, and an HLS copy written on the side (`HlsWriter`) has the
-same timeline.
+Stream time: see `media_ray.live_timeline`. Frames are handed over upright (a rotated phone video).
 """
 
 from __future__ import annotations
@@ -40,7 +34,15 @@ from media_ray.buffering import Backoff, DropOldestBuffer
 from media_ray.hls import HlsWriter
 from media_ray.live_timeline import LiveSourceConfig, StreamClock
 from media_ray.rtmp import RtmpPublishGate, free_loopback_port
-from media_ray.sources import DecodedFrame, FrameSampler, SourceError, flush_decoder, open_source, source_kind
+from media_ray.sources import (
+    DecodedFrame,
+    FrameSampler,
+    SourceError,
+    flush_decoder,
+    open_source,
+    source_kind,
+    upright_rgb,
+)
 from media_ray.streams import StreamState
 
 log = logging.getLogger(__name__)
@@ -62,14 +64,12 @@ class LiveSource:
     `config.fps`), optionally writing an HLS copy, and reports its state.
 
     `on_state(state, reason)` is called from the source's thread on each change of state or
-    reason: starting, live (frames flow), reconnecting (reason: why; again when the reason
-    changes), then ended (reason None for a source that finished, "stopped", or "publisher
-    disconnected") or failed (reason). A live HLS playlist that the producer finishes shows
-    a last `reconnecting` before `ended`: FFmpeg reports its end like a dropped server, and
-    the reopened playlist, now finished, tells the two apart.
-    Keep it short and thread-safe. When the thread ends the final state is set first, then the
-    buffer is closed, so a consumer that drains a closed buffer finds the final `state`.
-    The HlsWriter, if given, belongs to the source from then on and is closed by it.
+    reason: starting, live (frames flow), reconnecting (reason: why; again when it changes), then
+    ended (reason None for a source that finished, "stopped", or "publisher disconnected") or
+    failed (reason). A finished live HLS playlist shows a last `reconnecting` before `ended`
+    (FFmpeg reports its end like a dropped server; the reopened playlist tells them apart).
+    Keep it short and thread-safe. When the thread ends the final state is set, then the buffer
+    closed. The HlsWriter, if given, belongs to the source from then on and is closed by it.
     """
 
     def __init__(
@@ -110,7 +110,6 @@ class LiveSource:
                 raise SourceError(f"{uri}: an RTMP listen URI is rtmp://HOST:PORT/APP/KEY")
             self.name = uri[: len(uri) - len(self.key)] + "***"
 
-    # -- control ----------------------------------------------------------------------------
     def resume_after(self, t: float, index: int, source_s: float | None = None) -> LiveSource:
         """Continue a stream that another LiveSource delivered up to frame `index` at stream time
         `t` (source time `source_s`, where known): frames get later times and indices only. A
@@ -153,20 +152,16 @@ class LiveSource:
         return self
 
     def stop(self, timeout_s: float = 10.0) -> bool:
-        """Ask the source to end and wait up to `timeout_s` for its thread; True if it ended.
-
-        An RTMP source or one between reads ends at once; a pulled source blocked in a read
-        ends when the read returns, within `read_timeout_s` (FFmpeg offers no safe way to abort
-        a read from another thread: closing the container under it would crash the process).
-        """
+        """Ask the source to end and wait up to `timeout_s` for its thread; True if it ended. A
+        pulled source blocked in a read ends when the read returns, within `read_timeout_s`
+        (closing the container under FFmpeg's read from another thread would crash the process)."""
         self._stop.set()
         if self._gate is not None:
             self._gate.close()
         return self.join(timeout_s)
 
     def join(self, timeout_s: float | None = None) -> bool:
-        """Wait for the source to end by itself; True if it has. From the source's own thread
-        (a state callback) it does not wait."""
+        """Wait for the source to end by itself; True if it has (never waits from its own thread)."""
         if self._thread is None:
             return True
         if self._thread is threading.current_thread():
@@ -192,8 +187,7 @@ class LiveSource:
             return self._reason
 
     @property
-    def dropped(self) -> int:
-        """Frames dropped because the consumer fell behind."""
+    def dropped(self) -> int:  # frames dropped because the consumer fell behind
         return self.buffer.dropped
 
     @property
@@ -447,9 +441,8 @@ class LiveSource:
         assert self._sampler is not None  # made when the source opened
         if self._sampler.keep(t):
             self.frames += 1
-            self.buffer.put(
-                DecodedFrame(t=t, index=self._index, rgb=frame.to_ndarray(format="rgb24"), arrival=time.time())
-            )
+            rgb = upright_rgb(frame)  # a phone's rotated video, as its viewers see it
+            self.buffer.put(DecodedFrame(t=t, index=self._index, rgb=rgb, arrival=time.time()))
             log.debug("%s: frame %d at t=%.3f", self.name, self._index, t)
 
 
