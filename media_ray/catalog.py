@@ -45,7 +45,7 @@ def _hex_to_rgb(value: str | None) -> tuple[int, int, int] | None:
     if not value:
         return None
     v = value.lstrip("#")
-    if len(v) != 6:
+    if len(v) != 6 or any(c not in "0123456789abcdefABCDEF" for c in v):
         raise CatalogError(f"colour {value!r} is not a 6-digit hex value")
     return int(v[0:2], 16), int(v[2:4], 16), int(v[4:6], 16)
 

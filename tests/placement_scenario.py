@@ -17,7 +17,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import httpx  # noqa: E402
 import ray  # noqa: E402
-from conftest import free_port, source_policy_for  # noqa: E402
+from conftest import TEST_TOKEN, free_port, source_policy_for  # noqa: E402
+
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
@@ -40,7 +42,7 @@ def main(clip: str, logos: str, with_lan: bool) -> None:
     ray.init(address=cluster.address, namespace="placement", log_to_driver=False)
     port = free_port()
     config = MediaRayConfig(
-        http={"port": port},
+        http={"port": port, "auth": {"token": TEST_TOKEN}},
         ray={"address": cluster.address, "namespace": "placement"},
         live={
             "tiers": ["local", "lan", "cloud"],
@@ -65,14 +67,15 @@ def main(clip: str, logos: str, with_lan: bool) -> None:
                     out["replicas"][tier] = serve.get_app_handle(name).stats.remote().result()["node_id"]
             time.sleep(0.5)
         for tier in ("local", "lan", "cloud"):
-            created = httpx.post(f"{service.url}/api/streams", json={"source": clip, "tier": tier}, timeout=60).json()
+            request = {"source": clip, "tier": tier}
+            created = httpx.post(f"{service.url}/api/streams", json=request, headers=AUTH, timeout=60).json()
             sid = created["id"]
             for _ in range(240):
-                status = httpx.get(f"{service.url}/api/streams/{sid}").json()
+                status = httpx.get(f"{service.url}/api/streams/{sid}", headers=AUTH).json()
                 if status["state"] in ("ended", "failed"):
                     break
                 time.sleep(0.25)
-            frames = httpx.get(f"{service.url}/api/streams/{sid}/frames").json()
+            frames = httpx.get(f"{service.url}/api/streams/{sid}/frames", headers=AUTH).json()
             out["streams"][tier] = {
                 "tier": status["tier"],
                 "fallback": status["fallback"],

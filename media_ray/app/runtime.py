@@ -158,10 +158,24 @@ class FileAnalysis:
                         self.max_restarts,
                         next_seq,
                     )
+                    self._wait_until_back()
             yield self.chain.finish()
             self.report = self.chain.report(self.uri, analysed_duration(self.duration_s, self.decoded))
         finally:
             ray.kill(self.ingest)
+
+    def _wait_until_back(self) -> None:
+        """Until the restarted actor answers: a call made while Ray restarts it fails with
+        ActorUnavailableError, which is the same death, not another one."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                ray.get(self.ingest.status.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 class MediaRayRuntime:

@@ -258,7 +258,7 @@ class ReferenceDetector(Detector):
                 if n > 0 and not channel.sees_grey:
                     continue  # the same picture on every grey background
                 kps, desc = self._reference_features.detectAndCompute(channel.convert(view), None)
-                if desc is None:
+                if desc is None or not kps:  # OpenCV 5 gives an empty array where 4 gave None
                     continue
                 points.append(np.array([k.pt for k in kps], np.float32) - pad)
                 descs.append(desc)
