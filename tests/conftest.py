@@ -162,3 +162,18 @@ def live_app(local_ray, sample):
     app = start_live_app(sample)
     yield app
     app.stop()
+
+
+def close_code(url: str, **kwargs) -> int | None:
+    """The close code a WebSocket gets before any message, or None when it stays open."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=10, **kwargs) as ws:
+        try:
+            ws.recv(timeout=3)
+        except TimeoutError:
+            return None
+        except ConnectionClosed as e:
+            return e.rcvd.code if e.rcvd else None
+    return None

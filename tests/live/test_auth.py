@@ -14,6 +14,7 @@ import time
 import cv2
 import httpx
 import pytest
+from conftest import close_code
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -38,18 +39,6 @@ def schema_routes(app) -> list[tuple[str, str]]:
     for path, methods in schema["paths"].items():
         routes += [(m.upper(), path) for m in methods if m in ("get", "post", "put", "delete", "patch")]
     return [(m, re.sub(r"\{(\w+)\}", lambda g: PLACEHOLDERS[g.group(1)], p)) for m, p in routes if (m, p) not in OPEN]
-
-
-def close_code(url: str, **kwargs) -> int | None:
-    """The close code a WebSocket gets before any message, or None when it stays open."""
-    with connect(url, open_timeout=10, **kwargs) as ws:
-        try:
-            ws.recv(timeout=3)
-        except TimeoutError:
-            return None
-        except ConnectionClosed as e:
-            return e.rcvd.code if e.rcvd else None
-    return None
 
 
 def jpeg(app) -> bytes:

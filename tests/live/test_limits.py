@@ -9,8 +9,7 @@ import contextlib
 
 import httpx
 import pytest
-from conftest import start_live_app
-from websockets.exceptions import ConnectionClosed
+from conftest import close_code, start_live_app
 from websockets.sync.client import connect
 
 
@@ -27,18 +26,6 @@ def healthy(app) -> bool:
 
 def running(app) -> list[dict]:
     return [s for s in app.http.get("/api/streams").json() if s["state"] not in ("ended", "failed")]
-
-
-def close_code(url: str, **kwargs) -> int | None:
-    """The close code a WebSocket gets before any message, or None when it stays open."""
-    with connect(url, open_timeout=10, **kwargs) as ws:
-        try:
-            ws.recv(timeout=3)
-        except TimeoutError:
-            return None
-        except ConnectionClosed as e:
-            return e.rcvd.code if e.rcvd else None
-    return None
 
 
 def test_open_reads_let_reads_through_but_not_writes(open_app):
