@@ -297,6 +297,18 @@ class RayConfig(BaseModel):
     namespace: str = Field("media-ray", description="Ray namespace of media-ray's named actors")
     app_prefix: str = Field("media-ray", description="prefix of the Serve application names")
     dashboard: bool = Field(False, description="start the Ray dashboard with a local Ray")
+    task_events_kept: int = Field(
+        2_000,
+        ge=0,
+        description="task events a local Ray's GCS keeps for the dashboard and `ray list tasks` "
+        "(Ray's own default, 100000, lets a long-running server's GCS grow for hours)",
+    )
+    malloc_arenas: int = Field(
+        2,
+        ge=1,
+        description="glibc malloc arenas of a local Ray's processes (MALLOC_ARENA_MAX, unless set): "
+        "the default lets a live stream's decoder and detector threads keep freed frames",
+    )
 
 
 class DetectorsConfig(BaseModel):

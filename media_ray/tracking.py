@@ -81,16 +81,23 @@ class TrackingConfig(BaseModel):
 class _Track:
     id: int
     label: str
-    #: position in the stream (push count) -> the detection linked there
+    #: position in the stream (push count) -> the detection linked there, of the recent
+    #: positions only (those a pending result can still be bridged from): a track that lasts
+    #: the whole of a live stream must not keep every hit it ever had
     hits: dict[int, Detection] = field(default_factory=dict)
+    #: position of the latest hit
+    last: int = -1
+    #: hits ever linked, those forgotten included
+    confirmed_hits: int = 0
 
-    @property
-    def last(self) -> int:
-        return max(self.hits)
+    def add(self, pos: int, detection: Detection) -> None:
+        self.hits[pos] = detection
+        self.last = pos
+        self.confirmed_hits += 1
 
-    @property
-    def confirmed_hits(self) -> int:
-        return len(self.hits)
+    def forget_before(self, pos: int) -> None:
+        if self.hits and min(self.hits) < pos:
+            self.hits = {k: d for k, d in self.hits.items() if k >= pos}
 
 
 @dataclass
@@ -135,7 +142,11 @@ class DetectionTracker:
         """Link each detection to a live track (or a new one); returns the track ids."""
         c = self.config
         live = [t for t in self._tracks.values() if self._pos - t.last <= c.max_gap_frames + 1]
-        self._tracks = {t.id: t for t in live if t.last >= self._pos - c.delay - c.max_gap_frames - 2}
+        # what the oldest pending result may still be bridged from: nothing before it is needed
+        horizon = self._pos - c.delay - c.max_gap_frames - 2
+        self._tracks = {t.id: t for t in live if t.last >= horizon}
+        for t in self._tracks.values():
+            t.forget_before(horizon)
         pairs = []
         for n, d in enumerate(detections):
             for t in live:
@@ -158,7 +169,7 @@ class DetectionTracker:
                 track_id = self._next_id
                 self._next_id += 1
                 self._tracks[track_id] = _Track(track_id, d.label)
-            self._tracks[track_id].hits[self._pos] = d
+            self._tracks[track_id].add(self._pos, d)
             ids.append(track_id)
         return ids
 

@@ -53,8 +53,15 @@ def connect_ray(config: MediaRayConfig) -> bool:
     if ray.is_initialized():
         return False
     # (Ray itself warns when RAY_AUTH_MODE=disabled turns the token off)
+    local = config.ray.address == "local"
+    if local:
+        # the workers of a local Ray inherit this: glibc's default of 8 arenas a core lets
+        # threads that pass frames around (decoders, OpenCV) hold freed memory for ever
+        os.environ.setdefault("MALLOC_ARENA_MAX", str(config.ray.malloc_arenas))
     ray.init(
         address=config.ray.address,
+        # a cluster's GCS is configured where it starts (`ray start`), not by a client
+        _system_config={"task_events_max_num_task_in_gcs": config.ray.task_events_kept} if local else None,
         namespace=config.ray.namespace,
         include_dashboard=config.ray.dashboard,
         dashboard_host="127.0.0.1",

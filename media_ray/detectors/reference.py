@@ -290,7 +290,7 @@ class ReferenceDetector(Detector):
         points, descs = [], []
         for name in p.channels:
             kps, desc = self._frame_features.detectAndCompute(CHANNELS[name].convert(rgb), None)
-            if desc is not None:
+            if desc is not None and kps:  # a blank frame: None (OpenCV 4) or an empty array (5)
                 points.append(np.array([k.pt for k in kps], np.float32))
                 descs.append(desc)
         if sum(len(d) for d in descs) < p.min_inliers:
