@@ -19,6 +19,7 @@ its times and frame indices after the last record stored, so records are never d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from media_ray.config import MediaRayConfig
 from media_ray.hls import HlsWriter
 from media_ray.live import LiveSource
 from media_ray.model import FrameBatch, FrameResult
+from media_ray.shots import ShotCutFinder
 from media_ray.sources import DecodedFrame, source_kind
 from media_ray.store_buffer import BufferedStore
 from media_ray.streams import StreamState, StreamStatus
@@ -64,6 +66,7 @@ class LiveIngest:
         self.catalog_version = catalog.version
         self.buffer = DropOldestBuffer(config.live.queue_frames)  # the webcam's; a source has its own
         self.chain = StageChain.for_live(config, catalog, status.fps)
+        self.shots = ShotCutFinder(config.shots)  # the stream's frames, batch after batch
         self.store = BufferedStore(
             connect_store(config.store, namespace=config.ray.namespace), config.store.write_buffer
         )
@@ -201,6 +204,8 @@ class LiveIngest:
                 [f.arrival for f in frames],
                 catalog_version=self.catalog_version,
             )
+            if self.config.shots.enabled:
+                batch = dataclasses.replace(batch, cuts=self.shots.flags(batch.frames))
             self._seq += 1
             await in_flight.put(asyncio.ensure_future(self._detect(batch)))
         await in_flight.put(None)

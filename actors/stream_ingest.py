@@ -31,7 +31,7 @@ from media_ray.catalog import BrandCatalog
 from media_ray.chain import StageChain, file_batches
 from media_ray.config import MediaRayConfig
 from media_ray.exposure import ExposureReport
-from media_ray.model import FrameBatch, FrameResult
+from media_ray.model import FrameBatch, FrameResult, mark_cuts
 from media_ray.sources import DecodedTimeline, analysed_duration
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class StreamIngest:
         self.stream_id = stream_id
         self.uri = uri
         self.sampling = config.sampling
+        self.shots = config.shots
         self.detectors = detectors
         self.max_in_flight = config.pipeline.max_in_flight
         self.batch_retries = config.pipeline.batch_retries
@@ -89,7 +90,7 @@ class StreamIngest:
         With `raw`, yields a `DetectedBatch` per batch instead and leaves the chain to the
         caller; `first_seq` starts after the batches a caller already has."""
         self.timeline = DecodedTimeline()
-        batches = file_batches(self.uri, self.stream_id, self.sampling, first_seq, self.timeline)
+        batches = file_batches(self.uri, self.stream_id, self.sampling, first_seq, self.timeline, self.shots)
         in_flight: deque[asyncio.Future] = deque()
         while True:
             # decoding blocks; a worker thread keeps the actor's event loop free
@@ -113,6 +114,8 @@ class StreamIngest:
         batch, per_detector = await in_flight.popleft()
         self.frames_done += len(batch)
         if raw:
+            # the results carry the batch's cut flags to the driver's chain
+            per_detector = [mark_cuts(results, batch.cuts) for results in per_detector]
             return DetectedBatch(seq=batch.seq, per_detector=per_detector, arrival=batch.arrival)
         return self.chain.push(batch, per_detector)
 

@@ -110,6 +110,7 @@ class MediaRayAPI:
             "prompts": list(b.prompts),
             "hex": "{:02X}{:02X}{:02X}".format(*b.colour) if b.colour else None,
             "has_image": b.image is not None,
+            "images": len(b.images),  # reference images: a catalogue's BRAND/ folder may hold several
         }
 
     @staticmethod

@@ -100,6 +100,8 @@ class DetectorDeployment:
                 frames=np.concatenate([p.frames for p in parts]),
                 times=np.concatenate([p.times for p in parts]),
                 indices=np.concatenate([p.indices for p in parts]),
+                cuts=_joined_cuts(parts),
+                catalog_version=parts[0].catalog_version,
             )
             results = self.detector.detect(joined)
             start = 0
@@ -108,6 +110,16 @@ class DetectorDeployment:
                 start += len(p)
         log.debug("detected %d batches, %d frames", len(batches), sum(len(b) for b in batches))
         return out
+
+
+def _joined_cuts(parts: list[FrameBatch]) -> np.ndarray:
+    """The cut flags of batches of several streams joined into one call: where one stream's
+    frames follow another's, a new shot begins (nothing may be carried from one to the other);
+    a part whose shots are not known is all cuts (a detector then takes each frame alone)."""
+    cuts = [p.cuts.copy() if len(p.cuts) == len(p) else np.ones(len(p), bool) for p in parts]
+    for c in cuts:
+        c[:1] = True
+    return np.concatenate(cuts)
 
 
 def detector_app(

@@ -21,6 +21,7 @@ from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig
 from media_ray.detectors import create
 from media_ray.samples import Track, make_mark, numbered_brands, render_clip, write_catalog
+from media_ray.shots import with_cuts
 from media_ray.sources import batched, decode
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ def run_detector_bench(args: argparse.Namespace) -> int:
         detectors = [create(n, catalog, config.params_for(n)) for n in names]
         info = probe(video)
         start = time.perf_counter()
-        batches = list(batched(decode(video, args.fps, config.sampling.decode_threads), "bench", batch_size))
+        decoded = decode(video, args.fps, config.sampling.decode_threads)
+        batches = list(with_cuts(batched(decoded, "bench", batch_size), config.shots))
         frames = sum(len(b) for b in batches)
         decode_fps = rate(frames, time.perf_counter() - start)
         print(

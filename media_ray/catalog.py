@@ -1,9 +1,10 @@
 """The brand catalogue: which brands to look for, with their reference images and prompts.
 
 A catalogue is a folder of `BRAND.png|jpg|jpeg|webp` reference images (RGBA keeps the mark's
-own shape; RGB is taken as is), optionally with a `brands.json` that gives each id a display
-name, aliases, text prompts and main colour, either as a list of objects with an `id` or as a
-mapping from id to object. Or it is a list of plain names, for zero-shot detectors.
+own shape; RGB is taken as is), or of `BRAND/` folders holding any number of such images (the
+brand's references, in file-name order), optionally with a `brands.json` that gives each id a
+display name, aliases, text prompts and main colour, either as a list of objects with an `id`
+or as a mapping from id to object. Or it is a list of plain names, for zero-shot detectors.
 """
 
 from __future__ import annotations
@@ -33,7 +34,20 @@ class Brand:
     aliases: tuple[str, ...] = ()
     prompts: tuple[str, ...] = ()
     colour: tuple[int, int, int] | None = None  # main colour, RGB
-    image: np.ndarray | None = field(default=None, repr=False, compare=False)  # RGBA uint8
+    #: the first reference image, RGBA uint8 (`images[0]`)
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: every reference image, RGBA uint8; given `image` alone, it is `(image,)`
+    images: tuple[np.ndarray, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        images = tuple(self.images)
+        if self.image is None and images:
+            object.__setattr__(self, "image", images[0])
+        elif self.image is not None and not images:
+            images = (self.image,)
+        elif images and self.image is not images[0]:
+            raise CatalogError(f"brand {self.id!r}: image must be the first of its images")
+        object.__setattr__(self, "images", images)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -100,6 +114,39 @@ def _read_meta(folder: Path) -> dict[str, dict]:
     raise CatalogError(f"{path}: expected a list or an object")
 
 
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def reference_paths(folder: str | Path) -> dict[str, list[Path]]:
+    """Each brand of a catalogue folder with its reference image files, by brand id in name
+    order: a `BRAND.png` file is one reference, a `BRAND/` folder holds any number (file-name
+    order). Hidden entries, and folders without images (logged), are not brands; a brand that
+    is both a file and a folder is a CatalogError."""
+    folder = Path(folder)
+    out: dict[str, list[Path]] = {}
+    kinds: dict[str, str] = {}
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            brand_id, paths = entry.name, sorted((p for p in entry.iterdir() if _is_image(p)), key=lambda p: p.name)
+            if not paths:
+                log.warning("%s holds no images (%s): not a brand", entry, ", ".join(IMAGE_SUFFIXES))
+                continue
+        elif _is_image(entry):
+            brand_id, paths = entry.stem, [entry]
+        else:
+            continue
+        kind = "folder" if entry.is_dir() else "file"
+        if brand_id in out:
+            if kind != kinds[brand_id] or kind == "folder":
+                raise CatalogError(f"brand {brand_id!r} in {folder} is both a file and a folder: keep one")
+            raise CatalogError(f"brand {brand_id!r} in {folder} has more than one image file: keep one")
+        out[brand_id], kinds[brand_id] = paths, kind
+    return out
+
+
 class BrandCatalog:
     """An ordered, immutable set of brands; `version` changes whenever its content does."""
 
@@ -113,8 +160,8 @@ class BrandCatalog:
         h = hashlib.sha1()
         for b in self.brands:
             h.update(repr((b.id, b.name, b.aliases, b.prompts, b.colour)).encode())
-            if b.image is not None:
-                h.update(b.image.tobytes())
+            for image in b.images:
+                h.update(image.tobytes())
         self.version = h.hexdigest()[:12]
 
     def __iter__(self):
@@ -142,18 +189,17 @@ class BrandCatalog:
         if not folder.is_dir():
             raise CatalogError(f"brand folder {folder} does not exist or is not a folder")
         meta = _read_meta(folder)
-        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         brands = []
-        for path in images:
-            info = meta.get(path.stem, {})
+        for brand_id, images in reference_paths(folder).items():
+            info = meta.get(brand_id, {})
             brands.append(
                 Brand(
-                    id=path.stem,
-                    name=str(info.get("name") or path.stem),
+                    id=brand_id,
+                    name=str(info.get("name") or brand_id),
                     aliases=tuple(info.get("aliases", ())),
                     prompts=tuple(info.get("prompts", ())),
                     colour=_hex_to_rgb(info.get("hex") or info.get("colour")),
-                    image=_read_rgba(path),
+                    images=tuple(_read_rgba(p) for p in images),
                 )
             )
         # brands.json may also name brands without an image: text-only, for zero-shot detectors
@@ -173,10 +219,11 @@ class BrandCatalog:
                 f"brand folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no brands.json"
             )
         log.info(
-            "catalogue %s: %d brands, %d with images",
+            "catalogue %s: %d brands, %d with images (%d images)",
             folder,
             len(brands),
             sum(b.image is not None for b in brands),
+            sum(len(b.images) for b in brands),
         )
         return cls(brands)
 

@@ -7,12 +7,14 @@ Serve deployments there) and how batches are scheduled; the stages around it are
 
 - decode and batch: `file_batches` for a file or URL (frames sampled at `sampling.fps`,
   `sampling.batch_size` to a FrameBatch); a live runner stacks what its buffer hands out with
-  `FrameBatch.stack`, sampled by the same `FrameSampler`.
+  `FrameBatch.stack`, sampled by the same `FrameSampler`. One `ShotCutFinder` per stream
+  flags the frames that start a shot (`FrameBatch.cuts`, with `shots.enabled`).
 - merge, track, exposure: a `StageChain` per stream. `push(batch, per_detector)` takes every
   detector's results for one batch, keeps one detection per logo (`merge`), passes them
   through the `DetectionTracker` (hysteresis and bridging, which holds `tracking.delay`
-  analysed frames back), adds the results that are ready to the exposure tally and returns
-  them in time order; `finish()` returns the rest at the end of the stream.
+  analysed frames back; a cut ends every track), adds the results that are ready to the
+  exposure tally and returns them in time order; `finish()` returns the rest at the end of
+  the stream.
 
 So a file analysed in this process, through `StreamIngest`, or played as a live source (with
 `tracking.live` on) gives the same detections frame for frame.
@@ -20,6 +22,8 @@ So a file analysed in this process, through `StreamIngest`, or played as a live 
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,8 +38,9 @@ from media_ray.catalog import BrandCatalog
 from media_ray.config import ExposureConfig, MediaRayConfig, MergeConfig, SamplingConfig
 from media_ray.detectors import Detector
 from media_ray.exposure import ExposureAggregator, ExposureReport
-from media_ray.model import Detection, FrameBatch, FrameResult
-from media_ray.sources import DecodedTimeline, batched, decode
+from media_ray.model import Detection, FrameBatch, FrameResult, mark_cuts
+from media_ray.shots import ShotCutFinder, ShotParams
+from media_ray.sources import DecodedFrame, DecodedTimeline, batched, decode
 from media_ray.tracking import DetectionTracker, TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -47,15 +52,32 @@ def file_batches(
     sampling: SamplingConfig,
     first_seq: int = 0,
     timeline: DecodedTimeline | None = None,
+    shots: ShotParams | None = None,
 ) -> Iterator[FrameBatch]:
-    """The decode and batch stages for a file or URL: FrameBatches numbered from 0.
+    """The decode and batch stages for a file or URL: FrameBatches numbered from 0, with their
+    shot cuts (`shots`, default `ShotParams()`).
 
     With `first_seq`, the batches before it are left out (decoded, not converted), and the rest
-    are the same batches, same frames and numbers, as from the start: a resumed analysis goes on
-    where the results stopped. `timeline` follows how far decoding got.
+    are the same batches, same frames, numbers and cuts, as from the start: a resumed analysis
+    goes on where the results stopped. `timeline` follows how far decoding got.
     """
-    frames = decode(uri, sampling.fps, sampling.decode_threads, skip=first_seq * sampling.batch_size, timeline=timeline)
-    return batched(frames, stream_id, sampling.batch_size, first_seq)
+    shots = shots or ShotParams()
+    skip = first_seq * sampling.batch_size
+    # the cut finder compares with the frame before: the last one skipped is converted for it
+    prime = 1 if shots.enabled and skip else 0
+    frames = decode(uri, sampling.fps, sampling.decode_threads, skip=skip - prime, timeline=timeline)
+    if not shots.enabled:
+        return batched(frames, stream_id, sampling.batch_size, first_seq)
+    return _with_cuts(frames, stream_id, sampling.batch_size, first_seq, ShotCutFinder(shots), prime)
+
+
+def _with_cuts(
+    frames: Iterator[DecodedFrame], stream_id: str, batch_size: int, first_seq: int, finder: ShotCutFinder, prime: int
+) -> Iterator[FrameBatch]:
+    for f in itertools.islice(frames, prime):
+        finder.flags(f.rgb[None])
+    for batch in batched(frames, stream_id, batch_size, first_seq):
+        yield dataclasses.replace(batch, cuts=finder.flags(batch.frames))
 
 
 def merge_results(per_detector: Sequence[list[FrameResult]], merge: MergeConfig | None = None) -> list[FrameResult]:
@@ -130,15 +152,23 @@ class StageChain:
 
     def push(self, batch: FrameBatch, per_detector: Sequence[list[FrameResult]]) -> list[FrameResult]:
         """Every detector's results for the next batch; returns the results now ready. Each
-        result carries its frame's `arrival` (wall-clock time at the ingest) from the batch."""
-        return self.push_results(per_detector, batch.arrival)
+        result carries its frame's `arrival` (wall-clock time at the ingest) and cut flag from
+        the batch."""
+        return self.push_results(per_detector, batch.arrival, batch.cuts)
 
     def push_results(
-        self, per_detector: Sequence[list[FrameResult]], arrival: Sequence[float] | np.ndarray = ()
+        self,
+        per_detector: Sequence[list[FrameResult]],
+        arrival: Sequence[float] | np.ndarray = (),
+        cuts: Sequence[bool] | np.ndarray = (),
     ) -> list[FrameResult]:
         """`push` without the batch's frames: the detectors' results and the frames' arrival
-        times, as a driver gets them from a StreamIngest."""
-        merged = merge_results(per_detector, self.merge)
+        times (and cut flags, unless the results carry them), as a driver gets them from a
+        StreamIngest."""
+        merged = mark_cuts(merge_results(per_detector, self.merge), cuts)
+        if self.frames_in == 0 and merged and merged[0].cut:
+            # a stream's first frame starts its first shot, and is no cut between two
+            merged[0] = merged[0].model_copy(update={"cut": False})
         if len(arrival) == len(merged):
             merged = [r.model_copy(update={"arrival": float(a)}) for r, a in zip(merged, arrival)]
         self.frames_in += len(merged)

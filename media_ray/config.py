@@ -28,6 +28,7 @@ from media_ray.detectors.reference import ReferenceParams
 from media_ray.detectors.shape import ShapeParams
 from media_ray.detectors.visual import VisualParams
 from media_ray.live_timeline import LiveSourceConfig
+from media_ray.shots import ShotParams
 from media_ray.tracking import TrackingConfig
 
 
@@ -356,6 +357,9 @@ class MediaRayConfig(BaseSettings):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="flow of a file's batches")
     merge: MergeConfig = Field(default_factory=MergeConfig, description="one detection per logo")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="hysteresis over time")
+    shots: ShotParams = Field(
+        default_factory=ShotParams, description="shot cuts, which end every track and every appearance"
+    )
     exposure: ExposureConfig = Field(default_factory=ExposureConfig, description="appearances and totals")
     store: StoreConfig = Field(default_factory=StoreConfig, description="where results are kept")
     ray: RayConfig = Field(default_factory=RayConfig, description="which Ray to run on")

@@ -16,6 +16,10 @@ and scored by these rules (those of the project's scoring instrument):
 - presence scores compare the set of labels reported on a frame with the labels present;
 - exposure error: the sum over brands of |reported - true seconds on screen| over the total
   true seconds (true seconds counted at the clip's full frame rate, from required logos).
+
+Box and presence counts are also kept per brand (a true positive or a false negative is the
+logo's brand, a false positive the reported label's), printed as a table after the clips'
+and, with `--out`, written with the clips' figures to `OUT/eval.json`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,29 @@ MIN_VISIBLE = 0.5
 MATCH_IOU = 0.5
 
 
+class BrandCounts(BaseModel):
+    """One brand's box and presence counts; they add up over clips."""
+
+    box_tp: int = 0
+    box_fp: int = 0
+    box_fn: int = 0
+    presence_tp: int = 0
+    presence_fp: int = 0
+    presence_fn: int = 0
+
+    def __add__(self, other: BrandCounts) -> BrandCounts:
+        return BrandCounts(**{k: getattr(self, k) + getattr(other, k) for k in BrandCounts.model_fields})
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            **self.model_dump(),
+            "box_precision": _ratio(self.box_tp, self.box_tp + self.box_fp),
+            "box_recall": _ratio(self.box_tp, self.box_tp + self.box_fn),
+            "presence_precision": _ratio(self.presence_tp, self.presence_tp + self.presence_fp),
+            "presence_recall": _ratio(self.presence_tp, self.presence_tp + self.presence_fn),
+        }
+
+
 class Counts(BaseModel):
     """Counts that add up over clips; the figures are ratios of them."""
 
@@ -59,9 +86,19 @@ class Counts(BaseModel):
     exposure_abs_error_s: float = 0.0
     exposure_true_s: float = 0.0
     analysis_s: float = 0.0  # time in the detectors and the temporal stage, decoding excluded
+    #: the box and presence counts of each brand (logos' brands and reported labels)
+    brands: dict[str, BrandCounts] = {}
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(**{k: getattr(self, k) + getattr(other, k) for k in Counts.model_fields})
+        brands = dict(self.brands)
+        for b, c in other.brands.items():
+            brands[b] = brands[b] + c if b in brands else c
+        summed = {k: getattr(self, k) + getattr(other, k) for k in Counts.model_fields if k != "brands"}
+        return Counts(**summed, brands=brands)
+
+    def brand(self, brand_id: str) -> BrandCounts:
+        """The counts of one brand, made on first use."""
+        return self.brands.setdefault(brand_id, BrandCounts())
 
     @property
     def box_precision(self) -> float | None:
@@ -135,17 +172,17 @@ def score(gt: dict, records: list[dict], exposure_s: dict[str, float]) -> Counts
                 assert best_j is not None  # set with any best above 0
                 used.add(best_j)
                 c.box_tp += best_j < len(req)
+                c.brand(d["label"]).box_tp += best_j < len(req)
             else:
                 c.box_fp += 1
+                c.brand(d["label"]).box_fp += 1
                 if any(o.get("distractor") and box_iou(d["box"], o["bbox_xyxy"]) >= MATCH_IOU for o in objs):
                     c.distractor_hits += 1
-        c.box_fn += sum(1 for j in range(len(req)) if j not in used)
-        said = {d["label"] for d in dets}
-        want = {o["brand"] for o in req}
-        may = {o["brand"] for o in opt}
-        c.presence_tp += len(said & want)
-        c.presence_fp += len(said - want - may)
-        c.presence_fn += len(want - said)
+        missed = [o["brand"] for j, o in enumerate(req) if j not in used]
+        c.box_fn += len(missed)
+        for b in missed:
+            c.brand(b).box_fn += 1
+        _count_presence(c, {d["label"] for d in dets}, {o["brand"] for o in req}, {o["brand"] for o in opt})
     c.frames = len(seen)
     true_s: dict[str, float] = {}
     for f in gt["frames"]:
@@ -156,6 +193,16 @@ def score(gt: dict, records: list[dict], exposure_s: dict[str, float]) -> Counts
     )
     c.exposure_true_s = sum(true_s.values())
     return c
+
+
+def _count_presence(c: Counts, said: set[str], want: set[str], may: set[str]) -> None:
+    """A frame's presence counts: labels reported (`said`), required (`want`), optional (`may`)."""
+    for kind, brands in (("tp", said & want), ("fp", said - want - may), ("fn", want - said)):
+        field = f"presence_{kind}"
+        setattr(c, field, getattr(c, field) + len(brands))
+        for b in brands:
+            bc = c.brand(b)
+            setattr(bc, field, getattr(bc, field) + 1)
 
 
 def find_clips(paths: Iterable[str]) -> list[tuple[Path, Path]]:
@@ -204,7 +251,7 @@ def evaluate_clip(
     from media_ray.output import AnalysisWriter
 
     info = probe(str(video))
-    batches = _Timed(file_batches(str(video), video.stem, config.sampling))
+    batches = _Timed(file_batches(str(video), video.stem, config.sampling, shots=config.shots))
     chain = StageChain.for_files(config, catalog)
     records = []
     writer = AnalysisWriter(out) if out is not None else None
@@ -257,6 +304,39 @@ def format_table(rows: list[tuple[str, Counts]]) -> str:
     return "\n".join(text)
 
 
+def format_brand_table(counts: Counts) -> str:
+    """One row per brand, pooled over the clips: box and presence counts and their P/R."""
+    head = ("brand", "box TP", "FP", "FN", "box P", "box R", "pres TP", "FP", "FN", "pres P", "pres R")
+    keys: tuple[str, ...] = ("box_tp", "box_fp", "box_fn", "box_precision", "box_recall")
+    keys += tuple(k.replace("box", "presence") for k in keys)
+    lines: list[tuple[str, ...]] = [head]
+    for brand in sorted(counts.brands):
+        f = counts.brands[brand].figures()
+        lines.append((brand, *(_fmt(f[k]) for k in keys)))
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)
+
+
+def results_json(rows: list[tuple[str, Counts]], total: Counts) -> dict[str, Any]:
+    """What `--out` keeps in eval.json: each clip's and the pooled counts and figures, and the
+    pooled figures of each brand."""
+
+    def entry(c: Counts) -> dict[str, Any]:
+        return {
+            **c.model_dump(exclude={"brands"}),
+            **c.figures(),
+            "brands": {b: bc.figures() for b, bc in sorted(c.brands.items())},
+        }
+
+    return {
+        "clips": {name: entry(c) for name, c in rows},
+        "overall": entry(total),
+        "brands": {b: bc.figures() for b, bc in sorted(total.brands.items())},
+    }
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """The `eval` command: prints one row per clip and an overall row (counts pooled)."""
     config = MediaRayConfig.load(args.config)
@@ -281,4 +361,12 @@ def run_eval(args: argparse.Namespace) -> int:
         rows.append((video.stem, evaluate_clip(video, gt, detectors, catalog, config, out)))
     total = sum((c for _, c in rows), Counts())
     print(format_table(rows + ([("overall", total)] if len(rows) > 1 else [])))
+    if total.brands:
+        print("\nper brand" + (" (all clips)" if len(rows) > 1 else ""))
+        print(format_brand_table(total))
+    if args.out:
+        path = Path(args.out) / "eval.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results_json(rows, total), indent=1))
+        print(f"wrote {path}")
     return 0

@@ -5,10 +5,14 @@ stands for the interval up to the next sampling instant (1/fps). Detected frames
 less than `merge_gap_s` of undetected time form one appearance; appearances shorter than
 `min_duration_s` are dropped. Share of screen is the union of the brand's boxes in a frame
 over the frame's area (frames whose detections carry no box do not count towards it).
+An appearance also ends at a shot cut (a result flagged `cut`): two shots that show a brand
+are two appearances. The report counts the cuts (the first analysed frame starts the video's
+first shot, and is not one).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -41,6 +45,7 @@ class ExposureReport(BaseModel):
     fps_analysed: float
     frames_analysed: int
     brands: dict[str, BrandExposure]
+    cuts: int = 0
 
 
 @dataclass
@@ -60,11 +65,17 @@ class ExposureAggregator:
         self.config = config or ExposureConfig()
         self.frames = 0
         self.last_t = 0.0
+        self.first_t: float | None = None
+        #: times of the frames flagged as starting a shot, sorted when reported
+        self._cuts: list[float] = []
         self._sightings: dict[str, list[_Sighting]] = defaultdict(list)
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
         self.last_t = max(self.last_t, result.t)
+        self.first_t = result.t if self.first_t is None else min(self.first_t, result.t)
+        if result.cut:
+            self._cuts.append(result.t)
         by_label: dict[str, list] = defaultdict(list)
         for d in result.detections:
             by_label[d.label].append(d)
@@ -76,6 +87,7 @@ class ExposureAggregator:
 
     def report(self, video: str, duration_s: float | None = None) -> ExposureReport:
         end_of_video = duration_s if duration_s is not None else self.last_t + self.step
+        self._cuts.sort()
         brands = {}
         for label in sorted(self._sightings):
             appearances = self._appearances(sorted(self._sightings[label], key=lambda s: s.t), end_of_video)
@@ -96,19 +108,28 @@ class ExposureAggregator:
             fps_analysed=self.fps,
             frames_analysed=self.frames,
             brands=brands,
+            cuts=sum(1 for t in self._cuts if self.first_t is not None and t > self.first_t),
         )
 
     def _appearances(self, sightings: list[_Sighting], end_of_video: float):
         runs: list[list[_Sighting]] = []
         for s in sightings:
             # neighbouring samples always join (sampling instants jitter by a source frame)
-            if runs and s.t - (runs[-1][-1].t + self.step) < self.config.merge_gap_s + self.step / 2:
+            last = runs[-1][-1] if runs else None
+            if (
+                last is not None
+                and s.t - (last.t + self.step) < self.config.merge_gap_s + self.step / 2
+                and not self._cut_between(last.t, s.t)
+            ):
                 runs[-1].append(s)
             else:
                 runs.append([s])
         out = []
         for run in runs:
             start, end = run[0].t, min(run[-1].t + self.step, max(end_of_video, run[-1].t))
+            i = bisect_right(self._cuts, run[-1].t)
+            if i < len(self._cuts):  # a shot that ends sooner ends the appearance with it
+                end = min(end, self._cuts[i])
             if end - start < self.config.min_duration_s:
                 continue
             shares = [s.share for s in run if s.share is not None]
@@ -124,3 +145,8 @@ class ExposureAggregator:
                 )
             )
         return out
+
+    def _cut_between(self, a: float, b: float) -> bool:
+        """Whether a shot starts after time a and at or before time b (cuts sorted)."""
+        i = bisect_right(self._cuts, a)
+        return i < len(self._cuts) and self._cuts[i] <= b

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ class FrameBatch:
     `frames` is uint8 RGB, shape (N, H, W, 3), in source resolution; `times` are presentation
     times in seconds from the start of the stream; `indices` are source frame numbers.
     `seq` numbers the batches of a stream from 0, so results can be put back in order.
+    `cuts` flags the frames that start a new shot (`media_ray.shots`); empty: not known.
     """
 
     stream_id: str
@@ -32,12 +34,16 @@ class FrameBatch:
     arrival: np.ndarray = field(default_factory=lambda: np.zeros(0))
     #: the brand catalogue the frames are to be matched against; "" for the one a detector has
     catalog_version: str = ""
+    #: one flag per frame, True where a frame starts a new shot; empty when not known
+    cuts: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
             raise ValueError(f"frames must be (N, H, W, 3), got {self.frames.shape}")
         if not (len(self.frames) == len(self.times) == len(self.indices)):
             raise ValueError("frames, times and indices differ in length")
+        if len(self.cuts) and len(self.cuts) != len(self.frames):
+            raise ValueError(f"{len(self.cuts)} cut flags for {len(self.frames)} frames")
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -103,10 +109,14 @@ class FrameResult(BaseModel):
     #: wall-clock time (time.time()) the frame reached the ingest, when known; live records
     #: carry it beside the output contract's fields
     arrival: float | None = None
+    #: the frame starts a new shot (`media_ray.shots`): no track or appearance goes across it;
+    #: the `StageChain` clears it on a stream's first frame, which follows no shot
+    cut: bool = False
 
     def record(self) -> dict[str, Any]:
-        """The frame record of the output contract (frames.jsonl, the live API)."""
-        return {
+        """The frame record of the output contract (frames.jsonl, the live API); `"cut": true`
+        is added on a frame that starts a new shot."""
+        record: dict[str, Any] = {
             "t": round(self.t, 6),
             "frame": self.frame,
             "detections": [
@@ -119,6 +129,9 @@ class FrameResult(BaseModel):
                 for d in self.detections
             ],
         }
+        if self.cut:
+            record["cut"] = True
+        return record
 
     def merge(self, other: FrameResult) -> FrameResult:
         """This frame's result with another detector's findings for the same frame added."""
@@ -126,11 +139,23 @@ class FrameResult(BaseModel):
             update={
                 "detections": self.detections + other.detections,
                 "signals": {**self.signals, **other.signals},
+                "cut": self.cut or other.cut,
             }
         )
 
 
 def empty_results(batch: FrameBatch) -> list[FrameResult]:
-    """One result without detections for each frame of the batch."""
+    """One result without detections for each frame of the batch, with its cut flag."""
     w, h = batch.size
-    return [FrameResult(t=float(t), frame=int(i), width=w, height=h) for t, i in zip(batch.times, batch.indices)]
+    cuts = batch.cuts if len(batch.cuts) else np.zeros(len(batch), bool)
+    return [
+        FrameResult(t=float(t), frame=int(i), width=w, height=h, cut=bool(c))
+        for t, i, c in zip(batch.times, batch.indices, cuts)
+    ]
+
+
+def mark_cuts(results: list[FrameResult], cuts: np.ndarray | Sequence[bool]) -> list[FrameResult]:
+    """A batch's results with the batch's cut flags (as they are when the flags are not known)."""
+    if len(cuts) != len(results):
+        return results
+    return [r if r.cut == bool(c) else r.model_copy(update={"cut": bool(c)}) for r, c in zip(results, cuts)]

@@ -10,6 +10,9 @@ stream's `FrameResult`s in time order and gives them back a few frames later:
 - a confirmed track that misses at most `max_gap_frames` frames between two hits is reported
   on the missed frames too, with a box interpolated between the hits (bridging).
 
+A result flagged `cut` (the first frame of a new shot, `media_ray.shots`) ends every track:
+no detection is linked to a track of the shot before, and so no box is bridged across it.
+
 The delay is bounded: a result leaves `delay` frames after it arrived (see `TrackingConfig`),
 and `flush()` gives back the rest at the end of a stream. Detections without a box are
 tracked per label. Signals and frame metadata pass through unchanged.
@@ -116,11 +119,15 @@ class DetectionTracker:
         self._tracks: dict[int, _Track] = {}
         self._next_id = 0
         self._pos = 0
+        #: position of the first frame of the current shot: no track of before it is linked to
+        self._shot_start = 0
 
     def push(self, result: FrameResult) -> list[FrameResult]:
         """Take the next frame's result; returns the results now ready, oldest first."""
         if not self.config.enabled:
             return [result]
+        if result.cut:
+            self._shot_start = self._pos
         ids = self._link(result.detections)
         self._pending.append(_Pending(self._pos, result, ids))
         self._pos += 1
@@ -141,12 +148,18 @@ class DetectionTracker:
     def _link(self, detections: list[Detection]) -> list[int]:
         """Link each detection to a live track (or a new one); returns the track ids."""
         c = self.config
-        live = [t for t in self._tracks.values() if self._pos - t.last <= c.max_gap_frames + 1]
-        # what the oldest pending result may still be bridged from: nothing before it is needed
+        # what the oldest pending result may still be bridged from: nothing before it is needed;
+        # a track that ended (missed too long, or cut off) is kept while a pending result may
+        # hold one of its detections, which its confirmation decides
         horizon = self._pos - c.delay - c.max_gap_frames - 2
-        self._tracks = {t.id: t for t in live if t.last >= horizon}
+        self._tracks = {t.id: t for t in self._tracks.values() if t.last >= horizon}
         for t in self._tracks.values():
             t.forget_before(horizon)
+        live = [
+            t
+            for t in self._tracks.values()
+            if self._pos - t.last <= c.max_gap_frames + 1 and t.last >= self._shot_start
+        ]
         pairs = []
         for n, d in enumerate(detections):
             for t in live:

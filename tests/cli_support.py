@@ -34,7 +34,7 @@ def assert_one_line_error(proc, *words):
 def read_frames(path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for r in rows:
-        assert set(r) == {"t", "frame", "detections"}
+        assert set(r) in ({"t", "frame", "detections"}, {"t", "frame", "detections", "cut"})
         for d in r["detections"]:
             assert set(d) == {"label", "score", "box", "detector"} and 0 <= d["score"] <= 1
     assert [r["t"] for r in rows] == sorted(r["t"] for r in rows)

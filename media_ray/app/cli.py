@@ -4,6 +4,7 @@
     media-ray serve --brands DIR [--host H] [--port P]
     media-ray sample DIR
     media-ray eval CLIPS... --brands DIR [--fps N] [--detectors a,b]
+    media-ray add-references VIDEO (FRAMES_JSONL | --boxes FILE) --brands DIR [--per-brand N]
     media-ray bench | bench-detectors | bench-live
     media-ray config-reference [--check FILE]
 
@@ -26,6 +27,7 @@ from media_ray.catalog import BrandCatalog, CatalogError
 from media_ray.config import MediaRayConfig
 from media_ray.detectors import DetectorError, default_set, detector_class, parse_params
 from media_ray.exposure import ExposureReport
+from media_ray.references import ReferenceSettings
 from media_ray.sources import VIDEO_SUFFIXES, SourceError, VideoInfo, probe, videos_in
 
 log = logging.getLogger("media_ray")
@@ -255,6 +257,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
+def cmd_add_references(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from media_ray.references import ReferenceInputError, add_references, from_boxes, from_frames
+
+    if (args.frames is None) == (args.boxes is None):
+        _fail("give a FRAMES_JSONL of detections or --boxes FILE, one of them")
+    probe(args.video)
+    try:
+        settings = ReferenceSettings(min_score=args.min_score, per_brand=args.per_brand, margin=args.margin)
+        found = from_frames(args.frames, settings.min_score) if args.frames else from_boxes(args.boxes)
+        written = add_references(args.video, found, args.brands, settings)
+    except ValidationError as e:
+        _fail(f"add-references: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}")
+    except ReferenceInputError as e:
+        _fail(str(e))
+    for brand, paths in written.items():
+        print(f"{brand}: {len(paths)} reference(s) added: {', '.join(p.name for p in paths)}")
+    if not written:
+        print(f"no box of {len(found)} was taken (score, size, brand): nothing written")
+    return 0
+
+
 def cmd_bench_live(args: argparse.Namespace) -> int:
     from media_ray.app.bench import run_live_bench
 
@@ -331,6 +356,16 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="keep each clip's frames.jsonl and report.json under this folder")
     e.add_argument("--config", help="YAML configuration file")
     e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("add-references", help="add crops of footage to brands as further reference images")
+    r.add_argument("video", help="the video the boxes are in")
+    r.add_argument("frames", nargs="?", help="frames.jsonl of an analysis of the video: its boxed detections")
+    r.add_argument("--boxes", help="instead of FRAMES_JSONL: a JSON list of {t, brand, box} drawn by a user")
+    r.add_argument("--brands", required=True, help="brand catalogue folder; crops go to DIR/BRAND/")
+    for flag, field in (("--min-score", "min_score"), ("--per-brand", "per_brand"), ("--margin", "margin")):
+        spec = ReferenceSettings.model_fields[field]
+        r.add_argument(flag, type=type(spec.default), default=spec.default, help=f"{spec.description} (%(default)s)")
+    r.set_defaults(func=cmd_add_references)
 
     b = sub.add_parser("bench", help="measure decoding, the CLIP detector alone, and the Ray pipeline")
     b.add_argument("--video", help="video to use (default: a generated 1280x720 clip)")

@@ -6,8 +6,12 @@ time). A line of text names a brand when, compared letters and digits only and c
 the brand's name or an alias is in it, or it is the name with a letter or two misread. The box
 is the part of the line's box that the name takes (by its share of the line's characters).
 
-It analyses about 1-2 frames/s of 1280x720 video on two CPU cores, too slow for the default
-set, so it runs only when named (`--detectors reference,ocr`). It needs the `ocr` extra.
+Reading costs about 0.6 s a 1280x720 frame on two CPU cores, so a batch is read only on its
+*key frames*: its first frame, the first frame of each shot (`FrameBatch.cuts`), and one
+every `read_every_s` seconds of video. On the frames between, each name read is followed by
+template matching of its box (normalised cross-correlation in a window around it), and kept
+only while it matches; a cut ends it. So it is in the default set wherever RapidOCR is
+installed (the `ocr` extra).
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import logging
 import re
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from pydantic import Field
 
 from media_ray.boxes import Box, clip_box, to_working
 from media_ray.catalog import BrandCatalog
 from media_ray.detectors import Detector, DetectorError, DetectorParams, Found
+from media_ray.model import FrameBatch, FrameResult, empty_results
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,23 @@ class OcrParams(DetectorParams):
         "they turn up inside too many words",
     )
     threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets it choose")
+    read_every_s: float = Field(
+        1.0,
+        gt=0.0,
+        description="seconds of video between two readings within a shot; the frames between "
+        "follow the names read by template matching",
+    )
+    follow_min_similarity: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="normalised cross-correlation a name's box needs to be followed into the next frame",
+    )
+    follow_search: float = Field(
+        0.5,
+        ge=0.0,
+        description="how far a followed box is searched for, as a share of its size on each side",
+    )
 
 
 @dataclass(frozen=True)
@@ -67,9 +90,8 @@ class OcrDetector(Detector):
     name = "ocr"
     Params = OcrParams
     params: OcrParams
-    # RapidOCR is an optional extra; and at about 1 s a frame on two cores it is run by name only
+    # RapidOCR is an optional extra: in the default set where it is installed
     needs_weights = True
-    in_default_set = False
 
     def __init__(self, catalog: BrandCatalog, params: OcrParams | None = None):
         super().__init__(catalog, params)
@@ -93,6 +115,50 @@ class OcrDetector(Detector):
         p = self.params
         self._names = [_Name(b.id, _key(n)) for b in catalog for n in b.names if len(_key(n)) >= p.min_name_length]
         log.info("ocr: %d names of %d brands", len(self._names), len(catalog))
+
+    def detect(self, batch: FrameBatch) -> list[FrameResult]:
+        """Names read on the batch's key frames, followed on the frames between."""
+        results = empty_results(batch)
+        # shots not known (`shots.enabled` off): every frame may be a new picture, and is read
+        cuts = batch.cuts if len(batch.cuts) == len(batch) else np.ones(len(batch), bool)
+        follow: list[Found] = []
+        gray_before: np.ndarray | None = None
+        read_at = -np.inf
+        for k, (rgb, result) in enumerate(zip(batch.frames, results)):
+            t = float(batch.times[k])
+            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            if k == 0 or cuts[k] or t - read_at >= self.params.read_every_s - 1e-6:
+                found = self.detect_frame(rgb)
+                read_at = t
+            else:
+                assert gray_before is not None
+                found = [f for f in (self._follow(f, gray_before, gray) for f in follow) if f is not None]
+            follow, gray_before = found, gray
+            result.detections = [self.detection(f.label, f.score, f.box, batch.size) for f in found]
+        return results
+
+    def _follow(self, f: Found, before: np.ndarray, now: np.ndarray) -> Found | None:
+        """The name's box found again in the next frame by template matching, or None."""
+        if f.box is None:
+            return None
+        p = self.params
+        h, w = now.shape
+        x0, y0, x1, y1 = (int(round(v)) for v in f.box)
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        bw, bh = x1 - x0, y1 - y0
+        if bw < 4 or bh < 4:
+            return None
+        mx, my = int(bw * p.follow_search) + 1, int(bh * p.follow_search) + 1
+        sx0, sy0, sx1, sy1 = max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
+        template = before[y0:y1, x0:x1]
+        if float(template.std()) < 1.0:
+            return None  # a flat patch matches anything
+        scores = cv2.matchTemplate(now[sy0:sy1, sx0:sx1], template, cv2.TM_CCOEFF_NORMED)
+        _, best, _, (bx, by) = cv2.minMaxLoc(scores)
+        if best < p.follow_min_similarity:
+            return None
+        nx, ny = sx0 + bx, sy0 + by
+        return Found(f.label, f.score * best, (float(nx), float(ny), float(nx + bw), float(ny + bh)))
 
     def detect_frame(self, rgb: np.ndarray) -> list[Found]:
         """The brands named in one frame, with boxes in its pixels."""

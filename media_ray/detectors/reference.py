@@ -22,6 +22,7 @@ from pydantic import Field
 from media_ray.boxes import clip_box, nms, to_source, to_working
 from media_ray.catalog import Brand, BrandCatalog
 from media_ray.detectors import Detector, DetectorParams, Found
+from media_ray.detectors import reference_views as views
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,27 @@ class ReferenceParams(DetectorParams):
         "and blue-yellow axes of CIELAB, which show a mark whose brightness is the "
         "scene's (each costs as much as the first; b found nothing more on the "
         "measured clips)",
+    )
+    root_sift: bool = Field(True, description="compare SIFT descriptors as RootSIFT (Hellinger distance)")
+    affine_tilts: tuple[float, ...] = Field(
+        (),
+        description="tilts of the affine-simulated views of each reference (ASIFT; for each tilt "
+        "t, views every 72/t degrees), for marks seen at a slant; none by default: a tilt of 2 "
+        "found nothing more on the development photos, and costs references 5x the keypoints",
+    )
+    part_gap: float = Field(
+        0.03,
+        gt=0.0,
+        le=1.0,
+        description="foreground pieces of a reference closer than this share of its long side "
+        "form one part (the letters of a word, the pieces of a symbol)",
+    )
+    part_min_inliers: float = Field(
+        0.15,
+        ge=0.0,
+        le=1.0,
+        description="share of an instance's inliers a part must hold to be in its box: the box "
+        "covers the parts seen (the symbol alone, when only it is in the picture)",
     )
     max_frame_features: int = Field(
         1000,
@@ -166,12 +188,14 @@ CHANNELS: dict[str, _Channel] = {
 
 @dataclass(frozen=True)
 class _Reference:
-    """One brand's pooled reference keypoints."""
+    """One reference image's pooled keypoints (a brand may have several images)."""
 
     brand: Brand
+    brand_index: int  # the same for every image of one brand
     points: np.ndarray  # (K, 2) float32, reference pixels
     corners: np.ndarray  # (4, 1, 2) float32: the mark's bounds in reference pixels, clockwise
     area: float  # of the mark's bounds, reference pixels
+    parts: tuple[views.Rect, ...]  # groups of the mark's pixels, reference pixels
 
 
 @dataclass(frozen=True)
@@ -208,18 +232,20 @@ class ReferenceDetector(Detector):
         p = self.params
         self._refs: list[_Reference] = []
         descriptors, owner = [], []
-        for brand in catalog.with_images():
-            ref, desc = self._describe(brand)
-            if len(desc) < p.min_inliers:
-                log.warning("brand %s: its reference gives %d keypoints, too few to be found", brand.id, len(desc))
-                continue
-            owner.append(np.full(len(desc), len(self._refs), dtype=np.int32))
-            descriptors.append(desc)
-            self._refs.append(ref)
+        for b, brand in enumerate(catalog.with_images()):
+            for rgba in brand.images:
+                ref, desc = self._describe(brand, b, rgba)
+                if len(desc) < p.min_inliers:
+                    log.warning("brand %s: a reference gives %d keypoints, too few to be found", brand.id, len(desc))
+                    continue
+                owner.append(np.full(len(desc), len(self._refs), dtype=np.int32))
+                descriptors.append(desc)
+                self._refs.append(ref)
         skipped = len(catalog) - len(catalog.with_images())
         if skipped:
             log.info("%d brands have no reference image and are not looked for", skipped)
         self._owner = np.concatenate(owner) if owner else np.zeros(0, np.int32)
+        self._owner_brand = np.array([r.brand_index for r in self._refs], np.int32)[self._owner]
         self._ref_points = (
             np.concatenate([r.points for r in self._refs]) if self._refs else np.zeros((0, 2), np.float32)
         )
@@ -230,12 +256,24 @@ class ReferenceDetector(Detector):
             # replica, this one) builds the same index and finds the same matches
             cv2.setRNGSeed(p.seed)
             self._matcher.train()
-        log.info("reference features: %d brands, %d keypoints (%s)", len(self._refs), len(self._owner), p.features)
+        log.info(
+            "reference features: %d brands, %d images, %d keypoints (%s)",
+            len({r.brand.id for r in self._refs}),
+            len(self._refs),
+            len(self._owner),
+            p.features,
+        )
 
-    def _describe(self, brand: Brand) -> tuple[_Reference, np.ndarray]:
+    def _keypoints(self, detector: cv2.Feature2D, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kps, desc = detector.detectAndCompute(gray, None)
+        if desc is None or not kps:  # a blank picture: None (OpenCV 4) or an empty array (5)
+            return np.zeros((0, 2), np.float32), np.zeros((0, 0), np.float32)
+        if self.params.root_sift and self.params.features == "sift":
+            desc = views.root_sift(desc)
+        return np.array([k.pt for k in kps], np.float32), desc
+
+    def _describe(self, brand: Brand, brand_index: int, rgba: np.ndarray) -> tuple[_Reference, np.ndarray]:
         p = self.params
-        rgba = brand.image
-        assert rgba is not None  # a brand of `catalog.with_images()`
         h, w = rgba.shape[:2]
         s = p.reference_long_side / max(h, w)
         rgba = cv2.resize(
@@ -243,34 +281,21 @@ class ReferenceDetector(Detector):
             (max(1, round(w * s)), max(1, round(h * s))),
             interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC,
         )
-        alpha = rgba[..., 3:].astype(np.float32) / 255.0
-        rgb = rgba[..., :3].astype(np.float32)
-        transparent = bool((alpha < 1.0).any())
-        # a margin of background lets the keypoints on the mark's outline be detected
-        pad = max(8, p.reference_long_side // 10) if transparent else 0
-        levels = p.reference_backgrounds if transparent else p.reference_backgrounds[:1]
-        points, descs = [], []
-        for n, level in enumerate(levels):
-            view = (rgb * alpha + level * (1.0 - alpha)).round().astype(np.uint8)
-            view = cv2.copyMakeBorder(view, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(level, level, level))
-            for name in p.channels:
-                channel = CHANNELS[name]
-                if n > 0 and not channel.sees_grey:
-                    continue  # the same picture on every grey background
-                kps, desc = self._reference_features.detectAndCompute(channel.convert(view), None)
-                if desc is None or not kps:  # OpenCV 5 gives an empty array where 4 gave None
-                    continue
-                points.append(np.array([k.pt for k in kps], np.float32) - pad)
-                descs.append(desc)
-        mark = np.argwhere(alpha[..., 0] >= 0.5)
-        if len(mark):
-            (y0, x0), (y1, x1) = mark.min(0), mark.max(0) + 1
-        else:
-            x0, y0, x1, y1 = 0, 0, rgba.shape[1], rgba.shape[0]
+        d = views.describe(
+            rgba,
+            lambda gray: self._keypoints(self._reference_features, gray),
+            [(CHANNELS[c].convert, CHANNELS[c].sees_grey) for c in p.channels],
+            p.reference_backgrounds,
+            p.affine_tilts,
+            # a margin of background lets the keypoints on the mark's outline be detected
+            max(8, p.reference_long_side // 10),
+            p.part_gap,
+            p.part_min_inliers / 4,
+        )
+        x0, y0, x1, y1 = d.bounds
         corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32).reshape(4, 1, 2)
-        pts = np.concatenate(points) if points else np.zeros((0, 2), np.float32)
-        desc = np.concatenate(descs) if descs else np.zeros((0, 0), np.uint8)
-        return _Reference(brand, pts, corners, float((x1 - x0) * (y1 - y0))), desc
+        ref = _Reference(brand, brand_index, d.points, corners, float((x1 - x0) * (y1 - y0)), d.parts)
+        return ref, d.descriptors
 
     # frames ---------------------------------------------------------------------------------
 
@@ -289,9 +314,9 @@ class ReferenceDetector(Detector):
         rgb, scale = to_working(rgb, p.working_long_side)
         points, descs = [], []
         for name in p.channels:
-            kps, desc = self._frame_features.detectAndCompute(CHANNELS[name].convert(rgb), None)
-            if desc is not None and kps:  # a blank frame: None (OpenCV 4) or an empty array (5)
-                points.append(np.array([k.pt for k in kps], np.float32))
+            pts, desc = self._keypoints(self._frame_features, CHANNELS[name].convert(rgb))
+            if len(pts):
+                points.append(pts)
                 descs.append(desc)
         if sum(len(d) for d in descs) < p.min_inliers:
             return [], scale
@@ -332,7 +357,7 @@ class ReferenceDetector(Detector):
         query = np.array([m[0].queryIdx for m in knn], dtype=np.int64)
         train = np.array([[n.trainIdx for n in m] for m in knn], dtype=np.int64)
         dist = np.array([[n.distance for n in m] for m in knn], dtype=np.float32)
-        other = self._owner[train] != self._owner[train[:, :1]]
+        other = self._owner_brand[train] != self._owner_brand[train[:, :1]]
         rival = np.where(other.any(1), dist[np.arange(len(dist)), other.argmax(1)], dist[:, -1])
         ok = dist[:, 0] < p.ratio * rival if k > 1 else np.ones(len(query), bool)
         return query[ok], train[ok, 0]
@@ -359,16 +384,17 @@ class ReferenceDetector(Detector):
             n = int(inl.sum())
             if n < p.min_inliers:
                 break
-            quad = cv2.perspectiveTransform(ref.corners, H).reshape(4, 2) if _finite(H) else None
+            quad = cv2.perspectiveTransform(ref.corners, H).reshape(4, 2) if views.finite(H) else None
             reason = self._implausible(ref, H, quad, src[inl], shape)
             keep = ~inl
             if reason is None:
                 assert quad is not None  # a None quad is implausible
-                (x0, y0), (x1, y1) = quad.min(0), quad.max(0)
-                box = clip_box((float(x0), float(y0), float(x1), float(y1)), shape[1], shape[0])
+                box = clip_box(
+                    views.seen_parts_box(ref.parts, ref.corners, H, src[inl], p.part_min_inliers), shape[1], shape[0]
+                )
                 found.append(_Instance(ref.brand, n, box))
                 # matches inside an accepted mark belong to it, inliers or not
-                keep &= ~_inside(ref, H, dst)
+                keep &= ~views.inside(ref.corners, H, dst)
             else:
                 log.debug("brand %s: %d inliers rejected: %s", ref.brand.id, n, reason)
             src, dst = src[keep], dst[keep]
@@ -395,13 +421,13 @@ class ReferenceDetector(Detector):
         wz = np.abs(wz)
         if wz.max() > p.max_perspective * wz.min():
             return "too much perspective"
-        if not _convex(quad):
+        if not views.convex(quad):
             return "not a convex quadrilateral"
         x0, y0 = quad.min(0)
         x1, y1 = quad.max(0)
         if min(x1 - x0, y1 - y0) < p.min_box_side_px:
             return "too small"
-        area = _polygon_area(quad)
+        area = views.polygon_area(quad)
         if area > p.max_frame_fraction * shape[0] * shape[1]:
             return "too large"
         ref_aspect = (c[1, 0] - c[0, 0]) / (c[3, 1] - c[0, 1])
@@ -414,26 +440,3 @@ class ReferenceDetector(Detector):
         if cv2.contourArea(hull) < p.min_inlier_spread * ref.area:
             return "inliers bunched together"
         return None
-
-
-def _finite(H: np.ndarray) -> bool:
-    return bool(np.isfinite(H).all()) and abs(float(np.linalg.det(H))) > 1e-12
-
-
-def _inside(ref: _Reference, H: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Which frame points lie on the mark that H projects (mapped back into the reference)."""
-    back = cv2.perspectiveTransform(dst.reshape(-1, 1, 2), np.linalg.inv(H)).reshape(-1, 2)
-    (x0, y0), (x1, y1) = ref.corners[0, 0], ref.corners[2, 0]
-    return (back[:, 0] >= x0) & (back[:, 0] <= x1) & (back[:, 1] >= y0) & (back[:, 1] <= y1)
-
-
-def _convex(quad: np.ndarray) -> bool:
-    """Whether the quadrilateral turns the same way at every corner (so is convex, not crossed)."""
-    edges = np.roll(quad, -1, axis=0) - quad
-    turns = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
-    return bool((turns > 0).all() or (turns < 0).all())
-
-
-def _polygon_area(quad: np.ndarray) -> float:
-    x, y = quad[:, 0], quad[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))

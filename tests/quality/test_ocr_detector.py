@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -82,7 +83,43 @@ def test_reads_an_alias(scene, results):
     assert iou(dets[0].box, scene["boxes"][2]) >= 0.5
 
 
-def test_is_left_out_of_the_default_set_but_runs_when_named():
+def test_is_in_the_default_set_where_rapidocr_is_installed():
     names, left_out = default_set(lambda name: {})
-    assert "ocr" not in names and "ocr" not in left_out  # no note: it is not missing, only slow
+    assert "ocr" in names and "ocr" not in left_out
     assert detector_class("ocr").unavailable_reason(parse_params("ocr", {})) is None
+
+
+def _shot(seed: int, text: str | None, origins: list[tuple[int, int]]):
+    """Frames of one shot: the same background, the name written at each origin in turn."""
+    frames, boxes = [], []
+    for origin in origins:
+        frame = _background(seed)
+        boxes.append(_write(frame, text, origin, 3.0) if text else None)
+        frames.append(frame)
+    return frames, boxes
+
+
+def test_a_name_read_on_a_key_frame_is_followed_until_a_cut(catalog):
+    moving, boxes = _shot(5, "GLOBEX", [(420, 380), (432, 384), (444, 388), (456, 392)])
+    after, _ = _shot(6, None, [(0, 0), (0, 0)])  # a new shot without the name
+    frames = moving + after
+    cuts = np.array([True, False, False, False, True, False])
+    batch = dataclasses.replace(
+        FrameBatch.stack("test", 0, frames, [i * 0.2 for i in range(6)], list(range(6))), cuts=cuts
+    )
+    results = create("ocr", catalog, {"read_every_s": 10.0}).detect(batch)
+    for result, box in zip(results[:4], boxes):
+        [d] = result.detections
+        assert d.label == "globex" and iou(d.box, box) >= 0.5
+    assert all(r.detections == [] for r in results[4:])
+
+
+def test_a_name_that_goes_is_not_followed(catalog):
+    frames, boxes = _shot(7, "GLOBEX", [(420, 380)])
+    gone, _ = _shot(7, None, [(0, 0), (0, 0)])  # the same shot, the name painted over
+    batch = dataclasses.replace(
+        FrameBatch.stack("test", 0, frames + gone, [0.0, 0.2, 0.4], [0, 1, 2]), cuts=np.array([True, False, False])
+    )
+    results = create("ocr", catalog, {"read_every_s": 10.0}).detect(batch)
+    assert [d.label for d in results[0].detections] == ["globex"]
+    assert results[1].detections == [] and results[2].detections == []

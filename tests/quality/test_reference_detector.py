@@ -146,3 +146,43 @@ def test_rejects_unknown_parameters():
         parse_params("reference", {"ratio": 1.5})
     with pytest.raises(DetectorError):
         parse_params("reference", {"no_such_field": 1})
+
+
+def test_a_blank_frame_gives_nothing(scene, tmp_path):
+    catalog = _write_catalog(tmp_path, {"acme": scene["acme"]})
+    detector = create("reference", catalog)
+    assert detector.detect_frame(np.zeros((H, W, 3), np.uint8)) == []
+    assert detector.detect_frame(np.full((H, W, 3), 128, np.uint8)) == []
+
+
+def test_the_box_covers_the_part_of_the_mark_that_is_seen(scene, tmp_path):
+    """A mark of a symbol beside a word, of which a frame shows the symbol alone."""
+    symbol = scene["acme"]
+    word = np.zeros((240, 300, 4), np.uint8)
+    cv2.putText(word, "WORD", (10, 150), cv2.FONT_HERSHEY_DUPLEX, 3.0, (20, 20, 20, 255), 9)
+    mark = np.zeros((240, 360 + 80 + 300, 4), np.uint8)
+    mark[:, :360] = symbol
+    mark[:, 440:] = word
+    catalog = _write_catalog(tmp_path, {"acme": mark})
+    frame = _background(20)
+    truth = paste(frame, symbol, (600, 360), 0.9, 4.0)
+    [found] = create("reference", catalog).detect_frame(frame)
+    assert found.label == "acme" and iou(found.box, truth) >= 0.5
+    # the whole mark would reach far to the right of the symbol
+    assert found.box[2] < truth[2] + 0.25 * (truth[2] - truth[0])
+
+
+def test_a_brand_of_several_references_is_found_by_any_of_them(scene, tmp_path):
+    """Two designs of one brand in its folder; a frame showing the second."""
+    folder = tmp_path / "logos"
+    (folder / "acme").mkdir(parents=True)
+    for n, rgba in enumerate((scene["acme"], _logo(7))):
+        cv2.imwrite(str(folder / "acme" / f"{n}.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    cv2.imwrite(str(folder / "globex.png"), cv2.cvtColor(scene["globex"], cv2.COLOR_RGBA2BGRA))
+    catalog = BrandCatalog.from_folder(folder)
+    frame, empty = _background(21), _background(22)
+    truth = paste(frame, _logo(7), (640, 360), 0.8, -5.0)
+    detector = create("reference", catalog)
+    [found] = detector.detect_frame(frame)
+    assert found.label == "acme" and iou(found.box, truth) >= 0.5
+    assert detector.detect_frame(empty) == []

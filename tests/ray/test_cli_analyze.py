@@ -45,7 +45,7 @@ def test_analyze_with_the_reference_detector_finds_the_pasted_logos_at_their_tim
     assert wrong == 0
     assert hits >= 0.9 * (hits + misses)
     report = json.loads((out / "report.json").read_text())
-    assert set(report) == {"video", "duration_s", "fps_analysed", "frames_analysed", "brands"}
+    assert set(report) == {"video", "duration_s", "fps_analysed", "frames_analysed", "cuts", "brands"}
     assert report["frames_analysed"] == 60 and report["fps_analysed"] == 5
     assert set(report["brands"]) == {"acme", "globex"}
     acme = report["brands"]["acme"]
@@ -85,7 +85,7 @@ def test_analyze_runs_clip_end_to_end_from_a_local_folder_and_several_videos_go_
         detectors = {d["detector"] for r in rows for d in r["detections"]}
         # one detection per logo: where several detectors agree, the best one's is kept;
         # `tracking` marks a box carried over a short miss
-        assert detectors <= {"reference", "shape", "clip", "tracking"}
+        assert detectors <= {"reference", "shape", "ocr", "clip", "tracking"}
         labels = {d["label"] for r in rows for d in r["detections"]}
         assert labels <= {"acme", "globex", "initech"}
         assert any(d["label"] == "acme" and d["box"] for r in rows if 2 <= r["t"] <= 5 for d in r["detections"])
