@@ -8,7 +8,7 @@ is the part of the line's box that the name takes (by its share of the line's ch
 
 Reading costs about 0.6 s a 1280x720 frame on two CPU cores, so a batch is read only on its
 *key frames*: its first frame, the first frame of each shot (`FrameBatch.cuts`), and one
-every `read_every_s` seconds of video. On the frames between, each name read is followed by
+every `read_every_s` seconds of video (2 by default). On the frames between, each name read is followed by
 template matching of its box (normalised cross-correlation in a window around it), and kept
 only while it matches; a cut ends it. So it is in the default set wherever RapidOCR is
 installed (the `ocr` extra).
@@ -52,7 +52,7 @@ class OcrParams(DetectorParams):
     )
     threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets it choose")
     read_every_s: float = Field(
-        1.0,
+        2.0,
         gt=0.0,
         description="seconds of video between two readings within a shot; the frames between "
         "follow the names read by template matching",

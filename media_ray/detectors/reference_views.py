@@ -25,6 +25,9 @@ import numpy as np
 
 Rect = tuple[float, float, float, float]
 
+#: a group of foreground pixels smaller than this share of the mark's is no part (a dot, a (R))
+PART_MIN_SHARE = 0.04
+
 
 @dataclass(frozen=True)
 class Described:
@@ -162,7 +165,7 @@ def seen_parts_box(
     """Bounds of the projected parts of the reference that hold at least `min_share` of the
     inliers (all of the mark when none does)."""
     chosen = []
-    for x0, y0, x1, y1 in parts:
+    for x0, y0, x1, y1 in parts if min_share > 0 else ():
         inside = (inliers[:, 0] >= x0) & (inliers[:, 0] <= x1) & (inliers[:, 1] >= y0) & (inliers[:, 1] <= y1)
         if inside.sum() >= max(1.0, min_share * len(inliers)):
             chosen.append([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])

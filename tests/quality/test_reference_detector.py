@@ -166,7 +166,7 @@ def test_the_box_covers_the_part_of_the_mark_that_is_seen(scene, tmp_path):
     catalog = _write_catalog(tmp_path, {"acme": mark})
     frame = _background(20)
     truth = paste(frame, symbol, (600, 360), 0.9, 4.0)
-    [found] = create("reference", catalog).detect_frame(frame)
+    [found] = create("reference", catalog, {"part_min_inliers": 0.15}).detect_frame(frame)
     assert found.label == "acme" and iou(found.box, truth) >= 0.5
     # the whole mark would reach far to the right of the symbol
     assert found.box[2] < truth[2] + 0.25 * (truth[2] - truth[0])
