@@ -49,8 +49,8 @@ MIN_VISIBLE = 0.5
 MATCH_IOU = 0.5
 
 
-class BrandCounts(BaseModel):
-    """One brand's box and presence counts; they add up over clips."""
+class _Tally(BaseModel):
+    """Box and presence counts, and their ratios."""
 
     box_tp: int = 0
     box_fp: int = 0
@@ -58,30 +58,46 @@ class BrandCounts(BaseModel):
     presence_tp: int = 0
     presence_fp: int = 0
     presence_fn: int = 0
+
+    @property
+    def box_precision(self) -> float | None:
+        return _ratio(self.box_tp, self.box_tp + self.box_fp)
+
+    @property
+    def box_recall(self) -> float | None:
+        return _ratio(self.box_tp, self.box_tp + self.box_fn)
+
+    @property
+    def presence_precision(self) -> float | None:
+        return _ratio(self.presence_tp, self.presence_tp + self.presence_fp)
+
+    @property
+    def presence_recall(self) -> float | None:
+        return _ratio(self.presence_tp, self.presence_tp + self.presence_fn)
+
+    def ratios(self) -> dict[str, float | None]:
+        return {
+            "box_precision": self.box_precision,
+            "box_recall": self.box_recall,
+            "presence_precision": self.presence_precision,
+            "presence_recall": self.presence_recall,
+        }
+
+
+class BrandCounts(_Tally):
+    """One brand's box and presence counts; they add up over clips."""
 
     def __add__(self, other: BrandCounts) -> BrandCounts:
         return BrandCounts(**{k: getattr(self, k) + getattr(other, k) for k in BrandCounts.model_fields})
 
     def figures(self) -> dict[str, Any]:
-        return {
-            **self.model_dump(),
-            "box_precision": _ratio(self.box_tp, self.box_tp + self.box_fp),
-            "box_recall": _ratio(self.box_tp, self.box_tp + self.box_fn),
-            "presence_precision": _ratio(self.presence_tp, self.presence_tp + self.presence_fp),
-            "presence_recall": _ratio(self.presence_tp, self.presence_tp + self.presence_fn),
-        }
+        return {**self.model_dump(), **self.ratios()}
 
 
-class Counts(BaseModel):
-    """Counts that add up over clips; the figures are ratios of them."""
+class Counts(_Tally):
+    """Counts that add up over clips, a brand's and the clip's own; the figures are ratios of them."""
 
     frames: int = 0
-    box_tp: int = 0
-    box_fp: int = 0
-    box_fn: int = 0
-    presence_tp: int = 0
-    presence_fp: int = 0
-    presence_fn: int = 0
     distractor_hits: int = 0
     exposure_abs_error_s: float = 0.0
     exposure_true_s: float = 0.0
@@ -101,22 +117,6 @@ class Counts(BaseModel):
         return self.brands.setdefault(brand_id, BrandCounts())
 
     @property
-    def box_precision(self) -> float | None:
-        return _ratio(self.box_tp, self.box_tp + self.box_fp)
-
-    @property
-    def box_recall(self) -> float | None:
-        return _ratio(self.box_tp, self.box_tp + self.box_fn)
-
-    @property
-    def presence_precision(self) -> float | None:
-        return _ratio(self.presence_tp, self.presence_tp + self.presence_fp)
-
-    @property
-    def presence_recall(self) -> float | None:
-        return _ratio(self.presence_tp, self.presence_tp + self.presence_fn)
-
-    @property
     def exposure_error(self) -> float:
         return self.exposure_abs_error_s / (self.exposure_true_s or 1.0)
 
@@ -126,10 +126,7 @@ class Counts(BaseModel):
 
     def figures(self) -> dict[str, Any]:
         return {
-            "box_precision": self.box_precision,
-            "box_recall": self.box_recall,
-            "presence_precision": self.presence_precision,
-            "presence_recall": self.presence_recall,
+            **self.ratios(),
             "distractor_hits": self.distractor_hits,
             "exposure_error": self.exposure_error,
             "frames_per_s": self.frames_per_s,
