@@ -6,7 +6,10 @@ H.264 with libx264 (veryfast, zerolatency). Either way the output's timeline is 
 `currentTime` and a detection's `t` name the same picture.
 
 The playlist is an EVENT playlist that keeps every segment (or a sliding window of `list_size`
-segments), with independent segments; `close()` ends it with `#EXT-X-ENDLIST`.
+segments), with independent segments; `close()` ends it with `#EXT-X-ENDLIST`. FFmpeg's HLS
+muxer keeps about 10 KB of memory for every segment it lists, so for an EVENT playlist it
+writes only a short window (`.window.m3u8`) and this module carries each segment it adds into
+`index.m3u8`: a live stream's memory stays flat however long it runs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ log = logging.getLogger(__name__)
 _ENCODER_TIME_BASE = Fraction(1, 1000)
 #: a frame rate hint for the encoder where the input declares none
 _DEFAULT_RATE = 25
+#: segments in the muxer's own playlist when the EVENT playlist is kept here
+_MUXER_WINDOW = 6
 
 
 class HlsWriter:
@@ -57,6 +62,7 @@ class HlsWriter:
         self._last_dts_t = -math.inf
         self._next_key_t = 0.0
         self._closed = False
+        self._event = EventPlaylist(self.playlist, self.out_dir / ".window.m3u8") if list_size == 0 else None
 
     @property
     def remuxing(self) -> bool:
@@ -172,6 +178,8 @@ class HlsWriter:
                 for packet in self._stream.encode(None):
                     self._mux(packet)
             self._out.close()
+            if self._event is not None:
+                self._event.sync()
         except (av.error.FFmpegError, OSError, ValueError) as e:
             log.warning("%s: cannot finalise: %s", self.playlist, e)
 
@@ -185,15 +193,14 @@ class HlsWriter:
         flags = "independent_segments+temp_file"
         options = {
             "hls_time": f"{self.segment_s:g}",
-            "hls_list_size": str(self.list_size),
+            "hls_list_size": str(self.list_size or _MUXER_WINDOW),
             "hls_segment_filename": str(self.out_dir / "segment_%05d.ts"),
         }
-        if self.list_size == 0:
-            options["hls_playlist_type"] = "event"
-        else:
+        if self.list_size:
             flags += "+delete_segments"
         options["hls_flags"] = flags
-        self._out = av.open(str(self.playlist), "w", format="hls", options=options)
+        target = self._event.window if self._event is not None else self.playlist
+        self._out = av.open(str(target), "w", format="hls", options=options)
         return self._out
 
     def _add_encoder(self, width: int, height: int, rate) -> None:
@@ -213,10 +220,96 @@ class HlsWriter:
         assert self._out is not None  # packets come once the output is open
         try:
             self._out.mux(packet)
-            return True
         except (av.error.FFmpegError, ValueError) as e:
             log.warning("%s: cannot write a packet: %s", self.playlist, e)
             return False
+        if self._event is not None and packet.is_keyframe:  # segments start at keyframes
+            try:
+                self._event.sync()
+            except OSError as e:
+                log.warning("%s: cannot update: %s", self.playlist, e)
+        return True
+
+
+class EventPlaylist:
+    """An EVENT playlist of every segment, kept from the muxer's short `window` playlist.
+
+    `sync()` reads the window when it has changed and carries the segments it has not seen
+    into the playlist, which is replaced whole (a temporary file renamed over it), so a
+    player never reads half of it; the window's `#EXT-X-ENDLIST` ends it. Nothing is held in
+    memory but the number of the last segment carried.
+    """
+
+    _HEADER = 6  # lines of the header written below, before the first segment
+
+    def __init__(self, path: Path, window: Path):
+        self.path, self.window = path, window
+        self._last = -1  # media sequence number of the last segment carried
+        self._stamp: tuple[int, int] | None = None
+        self._ended = False
+
+    def sync(self) -> None:
+        try:
+            st = self.window.stat()
+        except FileNotFoundError:
+            return
+        if self._ended or (st.st_mtime_ns, st.st_size) == self._stamp:
+            return
+        self._stamp = (st.st_mtime_ns, st.st_size)
+        version, target, first, entries, ended = _parse_window(self.window.read_text())
+        new = [(n, lines) for n, lines in entries if n > self._last]
+        if not new and not ended:
+            return
+        body: list[str] = []
+        if self.path.exists():
+            old = self.path.read_text().splitlines()
+            target = max(target, int(old[2].partition(":")[2] or 0))
+            first = int(old[3].partition(":")[2] or 0)
+            body = old[self._HEADER :]
+        elif new:
+            first = new[0][0]
+        for n, lines in new:
+            body.extend(lines)
+            self._last = n
+        if ended:
+            body.append("#EXT-X-ENDLIST")
+            self._ended = True
+        header = [
+            "#EXTM3U",
+            f"#EXT-X-VERSION:{version}",
+            f"#EXT-X-TARGETDURATION:{target}",
+            f"#EXT-X-MEDIA-SEQUENCE:{first}",
+            "#EXT-X-PLAYLIST-TYPE:EVENT",
+            "#EXT-X-INDEPENDENT-SEGMENTS",
+        ]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("\n".join(header + body) + "\n")
+        tmp.replace(self.path)
+
+
+def _parse_window(text: str) -> tuple[int, int, int, list[tuple[int, list[str]]], bool]:
+    """The version, target duration, first media sequence number, segments (each its number and
+    its lines) and whether it has ended, of a playlist the muxer wrote."""
+    version, target, first = 3, 0, 0
+    entries: list[tuple[int, list[str]]] = []
+    lines: list[str] = []
+    ended = False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "#EXT-X-VERSION":
+            version = int(value)
+        elif key == "#EXT-X-TARGETDURATION":
+            target = int(value)
+        elif key == "#EXT-X-MEDIA-SEQUENCE":
+            first = int(value)
+        elif key in ("#EXTINF", "#EXT-X-DISCONTINUITY", "#EXT-X-PROGRAM-DATE-TIME"):
+            lines.append(line)
+        elif line == "#EXT-X-ENDLIST":
+            ended = True
+        elif line and not line.startswith("#"):
+            entries.append((first + len(entries), [*lines, line]))
+            lines = []
+    return version, target, first, entries, ended
 
 
 def _params(stream) -> tuple:

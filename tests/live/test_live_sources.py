@@ -529,6 +529,31 @@ def test_hls_writer_remuxes_h264_on_the_streams_timeline(clips, tmp_path):
     assert np.array_equal(frames[0][1], first_frame(clips["gop"]))  # copied, not re-encoded
 
 
+def test_hls_event_playlist_keeps_every_segment_while_the_muxer_lists_few(tmp_path):
+    # FFmpeg's muxer holds memory for every segment it lists: it lists a short window, and the
+    # EVENT playlist the player reads still has every segment, each once, in order
+    from media_ray import hls
+
+    writer = HlsWriter(tmp_path / "hls", segment_s=1.0)
+    picture = np.zeros((48, 64, 3), np.uint8)
+    segments = 3 * hls._MUXER_WINDOW
+    for i in range(segments * 4):
+        picture[:] = i % 250
+        writer.write_frame(picture, i * 0.25)
+        if i == segments * 2:
+            live = (tmp_path / "hls" / "index.m3u8").read_text()
+            assert "#EXT-X-ENDLIST" not in live and live.count("#EXTINF") >= segments // 2
+    writer.close()
+    text = (tmp_path / "hls" / "index.m3u8").read_text()
+    window = (tmp_path / "hls" / ".window.m3u8").read_text()
+    names = [line for line in text.splitlines() if line.endswith(".ts")]
+    assert names == [f"segment_{n:05d}.ts" for n in range(segments)]
+    assert window.count("#EXTINF") == hls._MUXER_WINDOW
+    assert text.startswith("#EXTM3U") and "#EXT-X-PLAYLIST-TYPE:EVENT" in text
+    assert "#EXT-X-MEDIA-SEQUENCE:0" in text and text.rstrip().endswith("#EXT-X-ENDLIST")
+    assert all((tmp_path / "hls" / name).stat().st_size > 0 for name in names)
+
+
 def test_hls_writer_transcodes_what_is_not_h264(clips, tmp_path):
     writer = HlsWriter(tmp_path / "hls", segment_s=1.0)
     with LiveSource(str(clips["mpeg4"]), LiveSourceConfig(fps=5, buffer_size=100), hls=writer) as src:
