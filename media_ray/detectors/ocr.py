@@ -4,7 +4,11 @@ Text is found and read by RapidOCR (`rapidocr-onnxruntime`: PP-OCR detection and
 models run by ONNX Runtime; the models ship inside the wheel, so nothing is downloaded at run
 time). A line of text names a brand when, compared letters and digits only and case folded,
 the brand's name or an alias is in it, or it is the name with a letter or two misread. The box
-is the part of the line's box that the name takes (by its share of the line's characters).
+is the part of the line's box that the name takes (by its share of the line's characters),
+grown to the brand's whole mark as its reference image lays it out around the name
+(`mark_box`): the name under an emblem, the word inside a swoosh. Each reference is read once
+when the detector is built; a brand whose name is not read there, or whose mark would grow
+the word's box more than `max_mark_growth` times, keeps the word's box.
 
 Reading costs about 0.6 s a 1280x720 frame on two CPU cores, so a batch is read only on its
 *key frames*: its first frame, the first frame of each shot (`FrameBatch.cuts`), and one
@@ -28,9 +32,14 @@ from pydantic import Field
 from media_ray.boxes import Box, clip_box, to_working
 from media_ray.catalog import BrandCatalog
 from media_ray.detectors import Detector, DetectorError, DetectorParams, Found
+from media_ray.detectors.reference_views import foreground
 from media_ray.model import FrameBatch, FrameResult, empty_results
 
 log = logging.getLogger(__name__)
+
+#: a reference image is read with its long side enlarged to this, inside a margin of this share
+_READ_REFERENCE_AT = 480
+_READ_REFERENCE_PAD = 0.15
 
 
 class OcrParams(DetectorParams):
@@ -62,6 +71,17 @@ class OcrParams(DetectorParams):
         gt=0.0,
         le=1.0,
         description="normalised cross-correlation a name's box needs to be followed into the next frame",
+    )
+    mark_box: bool = Field(
+        True,
+        description="report the brand's whole mark, placed around the name read as in its reference "
+        "image, rather than the word's own box",
+    )
+    max_mark_growth: float = Field(
+        12.0,
+        ge=1.0,
+        description="largest area, in word boxes, of a mark grown from a name; beyond it the "
+        "word's box is kept (a name that is a small part of its reference says little about the rest)",
     )
     follow_search: float = Field(
         0.5,
@@ -114,7 +134,55 @@ class OcrDetector(Detector):
     def _build(self, catalog: BrandCatalog) -> None:
         p = self.params
         self._names = [_Name(b.id, _key(n)) for b in catalog for n in b.names if len(_key(n)) >= p.min_name_length]
-        log.info("ocr: %d names of %d brands", len(self._names), len(catalog))
+        #: the mark's bounds around its name, in units of the name's box: (left, top, right, bottom)
+        self._layouts: dict[str, Box] = {}
+        if p.mark_box:
+            for brand in catalog:
+                layout = self._layout(brand)
+                if layout is not None:
+                    self._layouts[brand.id] = layout
+        log.info(
+            "ocr: %d names of %d brands; %d marks laid out around their names",
+            len(self._names),
+            len(catalog),
+            len(self._layouts),
+        )
+
+    def _layout(self, brand) -> Box | None:
+        """Where the brand's mark lies around its name in the first of its reference images
+        that the name is read in, in units of the name's box; None where none is, or where
+        the mark is more than `max_mark_growth` name boxes."""
+        for rgba in brand.images:
+            h, w = rgba.shape[:2]
+            s = max(1.0, _READ_REFERENCE_AT / max(h, w))  # small references are read enlarged
+            mask = foreground(rgba)
+            if not mask.any():
+                continue
+            ys, xs = np.nonzero(mask)
+            pad = round(_READ_REFERENCE_PAD * max(h, w) * s)
+            bounds = (xs.min() * s + pad, ys.min() * s + pad, (xs.max() + 1) * s + pad, (ys.max() + 1) * s + pad)
+            alpha = rgba[..., 3:].astype(np.float32) / 255.0
+            for ground in (255, 0):  # a white mark is read on black
+                flat = (rgba[..., :3] * alpha + ground * (1.0 - alpha)).astype(np.uint8)
+                flat = cv2.resize(flat, (round(w * s), round(h * s)), interpolation=cv2.INTER_CUBIC)
+                flat = cv2.copyMakeBorder(flat, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(ground,) * 3)
+                found = [f for f in self._read(flat, mark=False) if f.label == brand.id and f.box is not None]
+                if not found:
+                    continue
+                x0, y0, x1, y1 = max(found, key=lambda f: f.score).box  # type: ignore[misc]
+                ww, wh = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+                layout = (
+                    float((bounds[0] - x0) / ww),
+                    float((bounds[1] - y0) / wh),
+                    float((bounds[2] - x0) / ww),
+                    float((bounds[3] - y0) / wh),
+                )
+                if (layout[2] - layout[0]) * (layout[3] - layout[1]) > self.params.max_mark_growth:
+                    log.info("ocr: %s: its name is too small a part of its mark to place it", brand.id)
+                    return None
+                return layout
+        log.info("ocr: %s: its name is not read in its reference images; the word's box is reported", brand.id)
+        return None
 
     def detect(self, batch: FrameBatch) -> list[FrameResult]:
         """Names read on the batch's key frames, followed on the frames between."""
@@ -162,6 +230,11 @@ class OcrDetector(Detector):
 
     def detect_frame(self, rgb: np.ndarray) -> list[Found]:
         """The brands named in one frame, with boxes in its pixels."""
+        return self._read(rgb, mark=True)
+
+    def _read(self, rgb: np.ndarray, mark: bool) -> list[Found]:
+        """The brands named in a picture, each with the box of its name, or of its mark (`mark`)
+        where the mark's layout is known."""
         if not self._names:
             return []
         p = self.params
@@ -175,7 +248,11 @@ class OcrDetector(Detector):
                 continue
             quad = np.asarray(quad, np.float32) / scale
             for brand_id, closeness, span in self._names_in(text):
-                box = clip_box(_span_box(quad, span), width, height)
+                box = _span_box(quad, span)
+                layout = self._layouts.get(brand_id) if mark else None
+                if layout is not None:
+                    box = _grown(box, layout)
+                box = clip_box(box, width, height)
                 f = Found(brand_id, conf * closeness, box)
                 key = (brand_id, tuple(round(v) for v in box))
                 if key not in found or found[key].score < f.score:
@@ -209,6 +286,13 @@ class OcrDetector(Detector):
             if name.brand_id not in out or out[name.brand_id][0] < hit[0]:
                 out[name.brand_id] = hit
         return [(b, c, span) for b, (c, span) in out.items()]
+
+
+def _grown(box: Box, layout: Box) -> Box:
+    """A name's box grown to its mark's, by the mark's layout in units of the name's box."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    return (x0 + layout[0] * w, y0 + layout[1] * h, x0 + layout[2] * w, y0 + layout[3] * h)
 
 
 def _span_box(quad: np.ndarray, span: tuple[float, float]) -> Box:

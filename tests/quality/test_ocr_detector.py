@@ -123,3 +123,31 @@ def test_a_name_that_goes_is_not_followed(catalog):
     results = create("ocr", catalog, {"read_every_s": 10.0}).detect(batch)
     assert [d.label for d in results[0].detections] == ["globex"]
     assert results[1].detections == [] and results[2].detections == []
+
+
+def _emblem_over_name() -> np.ndarray:
+    """A reference image, RGBA: a disc with the brand's name under it, on transparency."""
+    rgba = np.zeros((300, 420, 4), np.uint8)
+    cv2.circle(rgba, (210, 100), 90, (200, 30, 30, 255), -1)
+    cv2.putText(rgba, "VANTA", (60, 270), FONT, 2.6, (20, 20, 120, 255), 6, cv2.LINE_AA)
+    return rgba
+
+
+def test_the_box_is_the_brands_whole_mark_laid_out_around_its_name(tmp_path):
+    logo = _emblem_over_name()
+    cv2.imwrite(str(tmp_path / "vanta.png"), cv2.cvtColor(logo, cv2.COLOR_RGBA2BGRA))
+    catalog = BrandCatalog.from_folder(tmp_path)
+    frame, plain = _background(8), _background(9)
+    x, y, s = 380, 160, 1.2
+    small = cv2.resize(logo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    alpha = small[..., 3:] / 255.0
+    h, w = small.shape[:2]
+    frame[y : y + h, x : x + w] = (small[..., :3] * alpha + frame[y : y + h, x : x + w] * (1 - alpha)).astype(np.uint8)
+    ys, xs = np.nonzero(small[..., 3] >= 128)
+    mark = (x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1)
+    batch = FrameBatch.stack("test", 0, [frame, plain], [0.0, 0.2], [0, 1])
+    [d] = create("ocr", catalog).detect(batch)[0].detections
+    assert d.label == "vanta" and iou(d.box, mark) >= 0.5, (d.box, mark)
+    [word] = create("ocr", catalog, {"mark_box": False}).detect(batch)[0].detections
+    assert iou(word.box, mark) < 0.5  # the word alone is not the mark
+    assert create("ocr", catalog).detect(batch)[1].detections == []
