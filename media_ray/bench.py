@@ -90,9 +90,14 @@ def run_detector_bench(args: argparse.Namespace) -> int:
                 detector.detect(b)
             print(f"{detector.name + ' alone':<28}{rate(timed_frames, time.perf_counter() - start):8.2f} frames/s")
         config.sampling.fps = args.fps
-        list(run_local(warm, detectors, StageChain.for_files(config, catalog)))
+        list(run_local(warm, detectors, StageChain.for_files(config, catalog), in_flight=config.pipeline.max_in_flight))
         start = time.perf_counter()
-        analysed = sum(1 for _ in run_local(timed, detectors, StageChain.for_files(config, catalog)))
+        analysed = sum(
+            1
+            for _ in run_local(
+                timed, detectors, StageChain.for_files(config, catalog), in_flight=config.pipeline.max_in_flight
+            )
+        )
         set_fps = rate(analysed, time.perf_counter() - start)
         label = "+".join(names) + (" +tracking" if config.tracking.enabled else "")
         print(f"{'set, side by side':<28}{set_fps:8.2f} frames/s  ({label}; load average {os.getloadavg()[0]:.1f})")

@@ -26,8 +26,9 @@ import dataclasses
 import itertools
 import logging
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import cv2
@@ -219,18 +220,42 @@ def _opencv_threads_shared(concurrent: int) -> Iterator[None]:
 
 
 def run_local(
-    batches: Iterable[FrameBatch], detectors: Sequence[Detector], chain: StageChain, concurrent: bool = True
+    batches: Iterable[FrameBatch],
+    detectors: Sequence[Detector],
+    chain: StageChain,
+    concurrent: bool = True,
+    in_flight: int = 4,
 ) -> Iterator[FrameResult]:
     """One stream's frame results in time order, through `chain`, in this process.
 
-    With `concurrent`, the detectors of a batch run in threads of their own. Results held
-    back by the chain's tracker come out a few frames late, and all of them by the end.
+    With `concurrent`, each detector runs in a thread of its own and takes the batches in
+    order, up to `in_flight` batches ahead of the oldest one not yet back from every detector
+    (`pipeline.max_in_flight`, as a file's batches flow to separate Ray deployments): a quick
+    detector goes on with the next batches while a slow one finishes, and decoding goes on
+    beside them, so no core waits for the slowest detector of each batch. Results held back
+    by the chain's tracker come out a few frames late, and all of them by the end.
     """
-    with (
-        ThreadPoolExecutor(max_workers=max(1, len(detectors)), thread_name_prefix="detector") as pool,
-        _opencv_threads_shared(len(detectors) if concurrent else 1),
-    ):
+    if not concurrent or len(detectors) < 2:
         for batch in batches:
             log.debug("batch %s/%d: %d frames", batch.stream_id, batch.seq, len(batch))
-            yield from chain.push(batch, detect_batch(detectors, batch, pool if concurrent else None))
+            yield from chain.push(batch, detect_batch(detectors, batch))
+        yield from chain.finish()
+        return
+    # one thread a detector: a detector sees its batches one at a time, in order
+    pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"detector-{d.name}") for d in detectors]
+    sent: deque[tuple[FrameBatch, list[Future]]] = deque()
+    try:
+        with _opencv_threads_shared(len(detectors)):
+            for batch in batches:
+                log.debug("batch %s/%d: %d frames", batch.stream_id, batch.seq, len(batch))
+                sent.append((batch, [pool.submit(d.detect, batch) for pool, d in zip(pools, detectors)]))
+                while len(sent) >= max(1, in_flight):
+                    done, futures = sent.popleft()
+                    yield from chain.push(done, [f.result() for f in futures])
+            while sent:
+                done, futures = sent.popleft()
+                yield from chain.push(done, [f.result() for f in futures])
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
     yield from chain.finish()

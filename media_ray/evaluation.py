@@ -253,7 +253,7 @@ def evaluate_clip(
     records = []
     writer = AnalysisWriter(out) if out is not None else None
     start = time.perf_counter()
-    for r in run_local(batches, detectors, chain):
+    for r in run_local(batches, detectors, chain, in_flight=config.pipeline.max_in_flight):
         records.append(r.record())
         if writer is not None:
             writer.write(r)

@@ -149,7 +149,7 @@ class ShapeParams(DetectorParams):
         1, ge=0, description="silhouettes (best first) a region's alignment is refined against"
     )
     max_refinements: int = Field(
-        12,
+        6,
         ge=0,
         description="regions whose alignment is refined per frame at most, those correlating best first",
     )

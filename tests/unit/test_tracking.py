@@ -134,3 +134,59 @@ def test_run_local_applies_the_chains_tracking():
     assert len(out) == 8 and all(len(r.detections) == 1 for r in out)
     plain = list(run_local(batches, [Blinking(None)], StageChain(None, 5.0)))
     assert plain[3].detections == []
+
+
+def test_run_local_lets_a_quick_detector_run_ahead_and_keeps_the_results_in_order():
+    import threading
+    import time
+
+    import numpy as np
+
+    from media_ray.detectors import Detector
+    from media_ray.model import FrameBatch
+
+    started: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    class Marker(Detector):
+        """Reports its own label on every frame, after a pause; records the batches it takes."""
+
+        name = "marker"
+
+        def __init__(self, label: str, pause: float):
+            super().__init__(None)
+            self.label, self.pause = label, pause
+
+        def detect(self, batch):
+            with lock:
+                started.append((self.label, batch.seq))
+            time.sleep(self.pause)
+            return [_frame(int(i), (self.label, _moving(int(i)))) for i in batch.indices]
+
+    batches = [
+        FrameBatch.stack(
+            "s",
+            k,
+            [np.zeros((4, 4, 3), np.uint8)] * 2,
+            [0.2 * (2 * k + j) for j in range(2)],
+            [2 * k + j for j in range(2)],
+        )
+        for k in range(6)
+    ]
+    detectors = [Marker("slow", 0.05), Marker("quick", 0.0)]
+    piped = list(run_local(batches, detectors, StageChain(None, 5.0), in_flight=3))
+    started_piped = list(started)
+    started.clear()
+    serial = list(run_local(batches, detectors, StageChain(None, 5.0), concurrent=False))
+    assert [r.record() for r in piped] == [r.record() for r in serial]
+    assert len(piped) == 12 and [r.frame for r in piped] == sorted({r.frame for r in piped})
+    assert all(sorted(d.label for d in r.detections) == ["quick", "slow"] for r in piped)
+    for label in ("slow", "quick"):  # each detector takes its batches one at a time, in order
+        assert [seq for name, seq in started_piped if name == label] == list(range(6))
+    # the quick one ran ahead of the slow one, never by more than the batches in flight
+    ahead = [
+        sum(1 for n, _ in started_piped[: i + 1] if n == "quick")
+        - sum(1 for n, _ in started_piped[: i + 1] if n == "slow")
+        for i in range(len(started_piped))
+    ]
+    assert max(ahead) >= 1 and max(ahead) <= 3
