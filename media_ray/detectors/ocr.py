@@ -83,6 +83,12 @@ class OcrParams(DetectorParams):
         description="largest area, in word boxes, of a mark grown from a name; beyond it the "
         "word's box is kept (a name that is a small part of its reference says little about the rest)",
     )
+    follow_long_side: int = Field(
+        640,
+        ge=64,
+        description="frames are followed (template matching) with their long side at most this; "
+        "boxes are mapped back to source pixels",
+    )
     follow_search: float = Field(
         0.5,
         ge=0.0,
@@ -201,24 +207,25 @@ class OcrDetector(Detector):
         read_at = -np.inf
         for k, (rgb, result) in enumerate(zip(batch.frames, results)):
             t = float(batch.times[k])
-            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            gray, scale = to_working(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), self.params.follow_long_side)
             if k == 0 or cuts[k] or t - read_at >= self.params.read_every_s - 1e-6:
                 found = self.detect_frame(rgb)
                 read_at = t
             else:
                 assert gray_before is not None
-                found = [f for f in (self._follow(f, gray_before, gray) for f in follow) if f is not None]
+                found = [f for f in (self._follow(f, gray_before, gray, scale) for f in follow) if f is not None]
             follow, gray_before = found, gray
             result.detections = [self.detection(f.label, f.score, f.box, batch.size) for f in found]
         return results
 
-    def _follow(self, f: Found, before: np.ndarray, now: np.ndarray) -> Found | None:
-        """The name's box found again in the next frame by template matching, or None."""
+    def _follow(self, f: Found, before: np.ndarray, now: np.ndarray, scale: float) -> Found | None:
+        """The name's box found again in the next frame by template matching, or None. The
+        frames are grey, at `scale` of the source; boxes are in source pixels."""
         if f.box is None:
             return None
         p = self.params
         h, w = now.shape
-        x0, y0, x1, y1 = (int(round(v)) for v in f.box)
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in f.box)
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         bw, bh = x1 - x0, y1 - y0
         if bw < 4 or bh < 4:
@@ -232,8 +239,11 @@ class OcrDetector(Detector):
         _, best, _, (bx, by) = cv2.minMaxLoc(scores)
         if best < p.follow_min_similarity:
             return None
-        nx, ny = sx0 + bx, sy0 + by
-        return Found(f.label, f.score * best, (float(nx), float(ny), float(nx + bw), float(ny + bh)))
+        # the box moves by what the template did; its size stays that of the box followed
+        dx, dy = (sx0 + bx - x0) / scale, (sy0 + by - y0) / scale
+        fx0, fy0, fx1, fy1 = f.box
+        moved = clip_box((fx0 + dx, fy0 + dy, fx1 + dx, fy1 + dy), round(w / scale), round(h / scale))
+        return Found(f.label, f.score * best, moved)
 
     def detect_frame(self, rgb: np.ndarray) -> list[Found]:
         """The brands named in one frame, with boxes in its pixels."""
