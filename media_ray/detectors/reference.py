@@ -93,7 +93,7 @@ class ReferenceParams(DetectorParams):
         "costs more than finding them)",
     )
     ratio: float = Field(
-        0.7,
+        0.75,
         gt=0.0,
         le=1.0,
         description="Lowe's ratio: a match counts when its distance is below "
