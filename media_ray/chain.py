@@ -212,7 +212,8 @@ def _opencv_threads_shared(concurrent: int) -> Iterator[None]:
     spin against each other (a third of the CPU time lost on two cores, measured)."""
     previous = cv2.getNumThreads()
     if concurrent > 1:
-        cv2.setNumThreads(max(1, (os.cpu_count() or 1) // concurrent))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cv2.setNumThreads(max(1, cores // concurrent))
     try:
         yield
     finally:

@@ -5,7 +5,7 @@
     media-ray sample DIR
     media-ray eval CLIPS... --brands DIR [--fps N] [--detectors a,b]
     media-ray add-references VIDEO (FRAMES_JSONL | --boxes FILE) --brands DIR [--per-brand N]
-    media-ray bench | bench-detectors | bench-live
+    media-ray bench | bench-detectors | bench-scale | bench-live
     media-ray config-reference [--check FILE]
 
 The CLI checks what a user gave it (videos, brand folder, detector names, an explicitly
@@ -292,6 +292,41 @@ def cmd_bench_detectors(args: argparse.Namespace) -> int:
     return run_detector_bench(args)
 
 
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    from media_ray.scale import run_scale, usable_cores
+
+    try:
+        workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
+    except ValueError:
+        workers = []
+    if not workers or workers[0] < 1:
+        _fail(f"--workers wants numbers from 1, comma-separated: {args.workers!r}")
+    if args.cores_per_worker < 1 or workers[-1] * args.cores_per_worker > len(usable_cores()):
+        _fail(
+            f"{workers[-1]} workers of {args.cores_per_worker} cores need "
+            f"{workers[-1] * args.cores_per_worker} cores; {len(usable_cores())} are usable here"
+        )
+    config = MediaRayConfig.load(args.config)
+    config.sampling.fps = args.fps
+    names = [n.strip() for n in args.detectors.split(",") if n.strip()] if args.detectors else None
+    about, rows = run_scale(args.video, args.brands, names, config, workers, args.cores_per_worker, args.seconds)
+    print(
+        f"video {about['video']}, {about['frames']} frames at {args.fps:g} frames/s, detectors "
+        f"{'+'.join(about['detectors'])}; {about['cores']} cores usable, {args.cores_per_worker} a worker"
+    )
+    base = rows[0].fps / rows[0].workers  # frames/s a worker, with the fewest workers
+    print(
+        f"{'workers':>8} {'frames':>7} {'seconds':>8} {'frames/s':>9} "
+        f"{'vs ' + str(rows[0].workers):>7} {'per worker':>11}"
+    )
+    for r in rows:
+        print(
+            f"{r.workers:>8} {r.frames:>7} {r.seconds:>8.2f} {r.fps:>9.2f} {r.fps / rows[0].fps:>7.2f} "
+            f"{r.fps / r.workers / base:>10.0%}"
+        )
+    return 0
+
+
 def cmd_config_reference(args: argparse.Namespace) -> int:
     from media_ray.configdoc import render, undocumented
 
@@ -392,6 +427,19 @@ def parser() -> argparse.ArgumentParser:
     bd.add_argument("--batch-size", type=int, help="frames per batch (default: sampling.batch_size)")
     bd.add_argument("--config", help="YAML configuration file")
     bd.set_defaults(func=cmd_bench_detectors)
+
+    bs = sub.add_parser(
+        "bench-scale", help="the default set's frames/s with 1, 2, ... worker processes, a core each (no Ray)"
+    )
+    bs.add_argument("--workers", default="1,2", help="comma-separated numbers of workers to measure")
+    bs.add_argument("--cores-per-worker", type=int, default=1, help="cores each worker is pinned to")
+    bs.add_argument("--video", help="video to use (default: a generated 1280x720 clip)")
+    bs.add_argument("--brands", help="brand catalogue folder (default: 10 generated brands)")
+    bs.add_argument("--detectors", help="comma-separated detector names (default: the default set)")
+    bs.add_argument("--seconds", type=float, default=20.0, help="length of the generated clip")
+    bs.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of video")
+    bs.add_argument("--config", help="YAML configuration file")
+    bs.set_defaults(func=cmd_bench_scale)
 
     bl = sub.add_parser("bench-live", help="live latency for 1 and N simultaneous streams")
     bl.add_argument("--video", help="video to play as live (default: a generated 1280x720 clip)")
