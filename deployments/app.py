@@ -200,8 +200,8 @@ class MediaRayAPI:
 
     @api.delete("/api/streams/{sid}")
     async def delete_stream(self, sid: str) -> dict:
-        if not await self.registry.delete.remote(sid):
-            raise HTTPException(404, f"no stream {sid}")
+        if not re.match(STREAM_ID_PATTERN, sid) or not await self.registry.delete.remote(sid):
+            raise HTTPException(404, f"no stream {sid[:64]}")
         return {"deleted": sid}
 
     @api.get("/api/streams/{sid}/frames")
@@ -236,9 +236,11 @@ class MediaRayAPI:
         return status is None or StreamState(status["state"]).terminal
 
     async def _status(self, sid: str) -> dict:
+        if not re.match(STREAM_ID_PATTERN, sid):  # no stream has such an id: nothing to look up
+            raise HTTPException(404, f"no stream {sid[:64]}")
         status = await self.registry.get.remote(sid)
         if status is None:
-            raise HTTPException(404, f"no stream {sid}")
+            raise HTTPException(404, f"no stream {sid[:64]}")
         return status
 
     # -- brands ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -143,12 +144,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
     runtime = MediaRayRuntime(config, catalog, detectors)
+    started = time.perf_counter()
     try:
         runtime.start()
-        print(f"analysing {len(infos)} video(s) with {', '.join(detectors)} on Ray", file=sys.stderr)
-        for info, name in zip(infos, names):
+        ready = time.perf_counter() - started
+        print(
+            f"analysing {len(infos)} video(s) with {', '.join(detectors)} on Ray "
+            f"({'a running Ray' if not runtime.owns_ray else 'a local Ray'}; ready after {ready:.1f} s)",
+            file=sys.stderr,
+        )
+        for k, (info, name) in enumerate(zip(infos, names)):
             target = out if len(infos) == 1 else out / name
-            report = analyse_one(runtime, info, target, config, tqdm, not args.no_progress)
+            report = analyse_one(
+                runtime, info, target, config, tqdm, not args.no_progress, _time_to_first(started) if k == 0 else None
+            )
             print_report(report)
             print(f"wrote {target / 'frames.jsonl'} and {target / 'report.json'}", file=sys.stderr)
     except (DeploymentFailed, DeploymentTimeout) as e:
@@ -158,7 +167,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def analyse_one(runtime, info: VideoInfo, target: Path, config: MediaRayConfig, tqdm, progress: bool) -> ExposureReport:
+def _time_to_first(started: float):
+    """What says, once, how long the job took to its first analysed frame."""
+
+    def said() -> None:
+        print(f"first analysed frame after {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+    return said
+
+
+def analyse_one(
+    runtime, info: VideoInfo, target: Path, config: MediaRayConfig, tqdm, progress: bool, on_first=None
+) -> ExposureReport:
+    """One video through the runtime into `target`; `on_first()` is called once its first
+    analysed frame is back."""
     from media_ray.output import AnalysisWriter
 
     bar = tqdm(
@@ -175,6 +197,9 @@ def analyse_one(runtime, info: VideoInfo, target: Path, config: MediaRayConfig, 
     analysis = runtime.analyse(info.uri, stream_id=info.name, duration_s=info.duration_s)
     with AnalysisWriter(target) as writer, bar:
         for results in analysis:
+            if results and on_first is not None:
+                on_first()
+                on_first = None
             for r in results:
                 writer.write(r)
             bar.update(len(results))
