@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +36,7 @@ import numpy as np
 from media_ray.boxes import nms
 from media_ray.catalog import BrandCatalog
 from media_ray.config import ExposureConfig, MediaRayConfig, MergeConfig, SamplingConfig
-from media_ray.detectors import Detector
+from media_ray.detectors import Detector, usable_cores
 from media_ray.exposure import ExposureAggregator, ExposureReport
 from media_ray.model import Detection, FrameBatch, FrameResult, mark_cuts
 from media_ray.shots import ShotCutFinder, ShotParams
@@ -194,15 +193,10 @@ class StageChain:
         return ready
 
 
-def detect_batch(
-    detectors: Sequence[Detector], batch: FrameBatch, pool: ThreadPoolExecutor | None = None
-) -> list[list[FrameResult]]:
-    """The detect stage in this process: every detector's results for one batch. With a pool,
-    the detectors run at the same time (they spend their time in OpenCV, numpy and ONNX
-    Runtime, which release the GIL), as they do in separate Ray deployments."""
-    if pool is None or len(detectors) < 2:
-        return [d.detect(batch) for d in detectors]
-    return list(pool.map(lambda d: d.detect(batch), detectors))
+def detect_batch(detectors: Sequence[Detector], batch: FrameBatch) -> list[list[FrameResult]]:
+    """The detect stage in this process, one detector after another: every detector's results
+    for one batch (`run_local` runs them side by side)."""
+    return [d.detect(batch) for d in detectors]
 
 
 @contextmanager
@@ -212,8 +206,7 @@ def _opencv_threads_shared(concurrent: int) -> Iterator[None]:
     spin against each other (a third of the CPU time lost on two cores, measured)."""
     previous = cv2.getNumThreads()
     if concurrent > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        cv2.setNumThreads(max(1, cores // concurrent))
+        cv2.setNumThreads(max(1, len(usable_cores()) // concurrent))
     try:
         yield
     finally:

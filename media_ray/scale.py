@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from media_ray.detectors import usable_cores
+
 log = logging.getLogger(__name__)
 
 
@@ -37,13 +39,6 @@ class ScaleRow:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def usable_cores() -> list[int]:
-    """The cores this process may run on (its affinity where the system says, else all)."""
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
 
 
 def _pin(cores: list[int]) -> None:

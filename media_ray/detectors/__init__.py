@@ -110,8 +110,17 @@ DETECTORS: dict[str, str] = {
 }
 
 
+def usable_cores() -> list[int]:
+    """The cores this process may run on: its CPU affinity where the system says, else all."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def set_compute_threads(threads: int) -> int:
-    """Threads for the numeric libraries of this process (0: all cores); returns the number set.
+    """Threads for the numeric libraries of this process (0: every core it may use); returns the number set.
 
     Ray sets OMP_NUM_THREADS to an actor's CPU reservation, which starves a detector reserved
     at a fraction of a CPU; a replica states its own.
@@ -121,7 +130,7 @@ def set_compute_threads(threads: int) -> int:
 
     import cv2
 
-    n = threads or os.cpu_count() or 1
+    n = threads or len(usable_cores())
     os.environ["OMP_NUM_THREADS"] = str(n)
     cv2.setNumThreads(n)
     if "torch" in sys.modules:
