@@ -98,6 +98,12 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_in_flight: int = Field(4, ge=1, description="FrameBatches of a file sent to the detectors and not yet back")
+    files_in_flight: int = Field(
+        0,
+        ge=0,
+        description="files `analyze` runs at once, each with its own ingest, all feeding the same "
+        "detector replicas; 0: as many as the cluster has CPUs (at least 2)",
+    )
     ready_timeout_s: float = Field(
         180.0,
         gt=0,

@@ -17,6 +17,7 @@ on Ray, so `--help` and mistakes answer at once.
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import signal
 import sys
@@ -29,7 +30,7 @@ from media_ray.config import MediaRayConfig
 from media_ray.detectors import DetectorError, default_set, detector_class, parse_params
 from media_ray.exposure import ExposureReport
 from media_ray.references import ReferenceSettings
-from media_ray.sources import VIDEO_SUFFIXES, SourceError, VideoInfo, probe, videos_in
+from media_ray.sources import VIDEO_SUFFIXES, SourceError, probe, videos_in
 
 log = logging.getLogger("media_ray")
 
@@ -45,18 +46,37 @@ def _fail(message: str) -> NoReturn:
 
 
 def expand_videos(paths: list[str]) -> list[str]:
-    """Video paths and URLs; a folder stands for the videos in it, in name order."""
+    """Video paths and URLs; a folder stands for the videos in it, in name order, a glob for the
+    paths it matches, `@FILE` for the paths FILE lists (a line each, relative to FILE's folder)."""
     out: list[str] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
+        if p.startswith("@"):
+            out.extend(expand_videos(_listed(Path(p[1:]))))
+        elif path.is_dir():
             found = [str(f) for f in videos_in(path)]
             if not found:
                 _fail(f"{p}: folder holds no videos ({', '.join(VIDEO_SUFFIXES)})")
             out.extend(found)
+        elif not path.exists() and glob.has_magic(p) and "://" not in p:
+            found = sorted(glob.glob(p, recursive=True))
+            if not found:
+                _fail(f"{p}: matches no file")
+            out.extend(found)
         else:
             out.append(p)
     return out
+
+
+def _listed(path: Path) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"{path}: cannot read the list of videos ({e.__class__.__name__})")
+    entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not entries:
+        _fail(f"{path}: lists no videos")
+    return [e if "://" in e or Path(e).is_absolute() else str(path.parent / e) for e in entries]
 
 
 def build_config(args: argparse.Namespace) -> MediaRayConfig:
@@ -100,11 +120,11 @@ def load_catalog(args: argparse.Namespace) -> BrandCatalog:
     return BrandCatalog.from_folder(args.brands)
 
 
-def print_report(report: ExposureReport, stream=sys.stdout) -> None:
-    print(f"\n{report.video}: {report.frames_analysed} frames at {report.fps_analysed:g} frames/s", file=stream)
+def format_report(report: ExposureReport) -> str:
+    """The exposure table of one video, as the CLI prints it."""
+    lines = [f"\n{report.video}: {report.frames_analysed} frames at {report.fps_analysed:g} frames/s"]
     if not report.brands:
-        print("no brands found", file=stream)
-        return
+        return "\n".join([*lines, "no brands found"])
     rows = [("brand", "on screen (s)", "appearances", "largest share")]
     for bid, b in sorted(report.brands.items(), key=lambda kv: -kv[1].exposure_s):
         share = "-" if b.max_share is None else f"{100 * b.max_share:.1f}%"
@@ -118,26 +138,28 @@ def print_report(report: ExposureReport, stream=sys.stdout) -> None:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for n, r in enumerate(rows):
-        print(
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))),
-            file=stream,
-        )
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
         if n == 0:
-            print("  ".join("-" * w for w in widths), file=stream)
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     config = build_config(args)
+    if args.concurrency is not None:
+        if args.concurrency < 0:
+            _fail("--concurrency must be 0 (as many as the cluster's CPUs) or more")
+        config.pipeline.files_in_flight = args.concurrency
     videos = expand_videos(args.videos)
-    infos: list[VideoInfo] = [probe(v) for v in videos]
+    out = Path(args.out)
+    jobs = _file_jobs(videos, out)
     catalog = load_catalog(args)
     detectors = choose_detectors(args, config)
-    out = Path(args.out)
-    names = _unique_names([i.name for i in infos])
 
     from tqdm import tqdm
 
     # the Ray layer, loaded only to run
+    from media_ray.app.bulk import BulkRun, write_summary
     from media_ray.app.runtime import DeploymentFailed, DeploymentTimeout, MediaRayRuntime
 
     if not args.verbose:  # Ray Serve sets up its logger at INFO when imported
@@ -148,23 +170,59 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     try:
         runtime.start()
         ready = time.perf_counter() - started
+        concurrency = runtime.files_in_flight(len(jobs))
         print(
-            f"analysing {len(infos)} video(s) with {', '.join(detectors)} on Ray "
+            f"analysing {len(jobs)} video(s), {concurrency} at once, with {', '.join(detectors)} on Ray "
             f"({'a running Ray' if not runtime.owns_ray else 'a local Ray'}; ready after {ready:.1f} s)",
             file=sys.stderr,
         )
-        for k, (info, name) in enumerate(zip(infos, names)):
-            target = out if len(infos) == 1 else out / name
-            report = analyse_one(
-                runtime, info, target, config, tqdm, not args.no_progress, _time_to_first(started) if k == 0 else None
-            )
-            print_report(report)
-            print(f"wrote {target / 'frames.jsonl'} and {target / 'report.json'}", file=sys.stderr)
+
+        def done(outcome) -> None:
+            if outcome.ok:
+                tqdm.write(format_report(outcome.report), file=sys.stdout)
+                target = outcome.job.target
+                tqdm.write(f"wrote {target / 'frames.jsonl'} and {target / 'report.json'}", file=sys.stderr)
+            else:
+                tqdm.write(f"media-ray: failed: {outcome.job.uri}: {outcome.error}", file=sys.stderr)
+
+        bulk = BulkRun(
+            runtime, config, jobs, concurrency, None if args.no_progress else tqdm, _time_to_first(started), done
+        )
+        outcomes = bulk.run()
     except (DeploymentFailed, DeploymentTimeout) as e:
         _fail(str(e))
     finally:
         runtime.stop()
-    return 0
+    failed = [o for o in outcomes if not o.ok]
+    if len(jobs) > 1:
+        summary = write_summary(outcomes, out / "summary.csv")
+        print(
+            f"{len(jobs) - len(failed)} of {len(jobs)} videos analysed in {time.perf_counter() - started:.1f} s; "
+            f"wrote {summary}",
+            file=sys.stderr,
+        )
+    if failed and len(jobs) == 1:
+        _fail(f"{failed[0].job.uri}: {failed[0].error}")
+    return 1 if failed else 0
+
+
+def _file_jobs(videos: list[str], out: Path):
+    """A job per video, each with its output folder. One video must open (else status 2); of
+    several, one that does not is reported as failed and the others go on."""
+    from media_ray.app.bulk import FileJob
+
+    if len(videos) == 1:
+        info = probe(videos[0])
+        return [FileJob(videos[0], out, info)]
+    jobs = []
+    for v in videos:
+        try:
+            jobs.append(FileJob(v, out, probe(v)))
+        except SourceError as e:
+            jobs.append(FileJob(v, out, None, str(e)))
+    for job, name in zip(jobs, _unique_names([j.name for j in jobs])):
+        job.target = out / name
+    return jobs
 
 
 def _time_to_first(started: float):
@@ -174,37 +232,6 @@ def _time_to_first(started: float):
         print(f"first analysed frame after {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
     return said
-
-
-def analyse_one(
-    runtime, info: VideoInfo, target: Path, config: MediaRayConfig, tqdm, progress: bool, on_first=None
-) -> ExposureReport:
-    """One video through the runtime into `target`; `on_first()` is called once its first
-    analysed frame is back."""
-    from media_ray.output import AnalysisWriter
-
-    bar = tqdm(
-        total=info.expected_frames(config.sampling.fps),
-        unit="frame",
-        desc=info.name,
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        smoothing=0.1,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
-        "[{rate_fmt}, elapsed {elapsed}, remaining {remaining}]",
-    )
-    analysis = runtime.analyse(info.uri, stream_id=info.name, duration_s=info.duration_s)
-    with AnalysisWriter(target) as writer, bar:
-        for results in analysis:
-            if results and on_first is not None:
-                on_first()
-                on_first = None
-            for r in results:
-                writer.write(r)
-            bar.update(len(results))
-        writer.finish(analysis.report)
-    return analysis.report
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -382,7 +409,12 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("analyze", help="analyse video files or URLs and report brand exposure")
-    a.add_argument("videos", nargs="+", help="video files, folders of videos, or http(s)/HLS URLs")
+    a.add_argument(
+        "videos",
+        nargs="+",
+        help="video files, folders of videos, globs ('rec/*.mp4'), list files (@list.txt: a path a line), "
+        "or http(s)/HLS URLs",
+    )
     a.add_argument("--brands", help="brand catalogue folder: BRAND.png|jpg and an optional brands.json")
     a.add_argument("--brand-names", help="comma-separated brand names, for zero-shot detectors")
     a.add_argument("--out", default="out", help="output folder (default: ./out)")
@@ -391,7 +423,12 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--detectors", help="comma-separated detector names (default: all that can run here)")
     a.add_argument("--clip-model", help="CLIP model id or local folder (default openai/clip-vit-base-patch32)")
     a.add_argument("--config", help="YAML configuration file")
-    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.add_argument(
+        "--concurrency",
+        type=int,
+        help="videos analysed at once (default: pipeline.files_in_flight; 0: as many as the cluster's CPUs)",
+    )
+    a.add_argument("--no-progress", action="store_true", help="no progress bars")
     a.set_defaults(func=cmd_analyze)
 
     v = sub.add_parser("serve", help="serve the live API and player page (streams, RTMP, webcam)")

@@ -233,6 +233,15 @@ class MediaRayRuntime:
             raise
         return self
 
+    def files_in_flight(self, files: int) -> int:
+        """How many of `files` to analyse at once: `pipeline.files_in_flight`, or with 0 as many
+        as the cluster has CPUs (at least 2: one file's decoding and its detector calls leave a
+        core idle between batches)."""
+        wanted = self.config.pipeline.files_in_flight
+        if wanted == 0:
+            wanted = max(2, int(ray.cluster_resources().get("CPU", 1)))
+        return max(1, min(wanted, files))
+
     def analyse(self, uri: str, stream_id: str | None = None, duration_s: float | None = None) -> FileAnalysis:
         """One source analysed by a StreamIngest: iterate for its frame results, batch by batch in
         time order; then `report` holds its exposure (`duration_s`: the video's, when known; the

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 from cli_support import media_ray, read_frames
@@ -115,3 +118,57 @@ def test_default_set_without_clip_weights_says_so_in_one_line_and_goes_on(sample
     notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("note: clip")]
     assert len(notes) == 1 and "--clip-model" in notes[0]
     assert len(read_frames(out / "frames.jsonl")) == 12
+
+
+def test_analyze_of_a_folder_runs_files_at_once_reports_a_broken_one_and_matches_one_at_a_time(sample, tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for k in range(3):
+        shutil.copy(sample["clip"], folder / f"rec{k}.mp4")
+    (folder / "broken.mp4").write_bytes(b"not a video at all" * 100)
+
+    def analyze(out, *extra):
+        return media_ray(
+            "analyze", folder, "--brands", sample["logos"], "--detectors", "reference,shape",
+            "--fps", 2, "--out", out, *extra,
+        )  # fmt: skip
+
+    together = analyze(tmp_path / "together")
+    one_by_one = analyze(tmp_path / "serial", "--concurrency", "1")
+    for proc, out in ((together, tmp_path / "together"), (one_by_one, tmp_path / "serial")):
+        assert proc.returncode == 1, proc.stderr  # one file failed; the others were analysed
+        failed = [ln for ln in proc.stderr.splitlines() if ln.startswith("media-ray: failed:")]
+        assert len(failed) == 1 and "broken.mp4" in failed[0]
+        assert "3 of 4 videos analysed" in proc.stderr
+        with open(out / "summary.csv", newline="") as f:
+            rows = {Path(r["video"]).name: r for r in csv.DictReader(f)}
+        assert set(rows) == {"broken.mp4", "rec0.mp4", "rec1.mp4", "rec2.mp4"}
+        assert rows["broken.mp4"]["status"] == "failed" and rows["broken.mp4"]["error"]
+        for k in range(3):
+            row = rows[f"rec{k}.mp4"]
+            assert row["status"] == "done" and row["frames_analysed"] == "24" and not row["error"]
+            assert "acme" in row["brands_found"].split(";") and "acme=" in row["exposure_s"]
+            assert (out / f"rec{k}" / "report.json").exists()
+    at_once = re.search(r"(\d+) at once", together.stderr)
+    assert at_once and int(at_once.group(1)) >= 2 and "1 at once" in one_by_one.stderr
+    assert "job: 4/4 files" in together.stderr  # the job's bar
+    for k in range(3):  # the same results whether files share the detectors or not
+        name = f"rec{k}/frames.jsonl"
+        assert (tmp_path / "together" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes()
+        assert (tmp_path / "together" / name).read_bytes() == (tmp_path / "together" / "rec0/frames.jsonl").read_bytes()
+
+
+def test_analyze_takes_a_list_file_and_a_glob(sample, tmp_path):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    shutil.copy(sample["clip"], folder / "one.mp4")
+    shutil.copy(sample["clip"], folder / "two.mp4")
+    listing = folder / "list.txt"
+    listing.write_text("# recordings to analyse\none.mp4\n\ntwo.mp4\n")
+    out = tmp_path / "out"
+    proc = media_ray("analyze", f"@{listing}", "--brands", sample["logos"], "--detectors", "reference",
+                     "--fps", 1, "--out", out, "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_frames(out / "one" / "frames.jsonl")) == 12 and len(read_frames(out / "two" / "frames.jsonl")) == 12
+    missing = media_ray("analyze", str(folder / "*.mkv"), "--brands", sample["logos"], "--out", out)
+    assert missing.returncode == 2 and "matches no file" in missing.stderr
