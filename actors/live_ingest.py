@@ -29,12 +29,15 @@ import numpy as np
 import ray
 from ray.serve.handle import DeploymentHandle
 
+from actors.metrics import StreamMetrics
 from actors.store import connect_store
 from media_ray.buffering import DropOldestBuffer
 from media_ray.catalog import BrandCatalog
 from media_ray.chain import StageChain
+from media_ray.cloud_storage import join_uri
 from media_ray.config import MediaRayConfig
 from media_ray.hls import HlsWriter
+from media_ray.hls_mirror import HlsMirror
 from media_ray.live import LiveSource
 from media_ray.model import FrameBatch, FrameResult
 from media_ray.shots import ShotCutFinder
@@ -43,6 +46,13 @@ from media_ray.store_buffer import BufferedStore
 from media_ray.streams import StreamState, StreamStatus
 
 log = logging.getLogger(__name__)
+
+
+def _mirror(hls_dir: str, config: MediaRayConfig) -> HlsMirror | None:
+    """The copy of a stream's HLS folder under `live.hls_upload`, named as the folder (the stream's id)."""
+    if not config.live.hls_upload:
+        return None
+    return HlsMirror(hls_dir, join_uri(config.live.hls_upload, Path(hls_dir).name))
 
 
 @ray.remote
@@ -74,7 +84,9 @@ class LiveIngest:
         # counts of the ingests before this one (a restarted stream goes on counting)
         self._base = (status.frames_received, status.frames_dropped)
         self._last_t = float(resume["t"]) if resume else -1.0  # of the last record stored
-        self.hls = HlsWriter(Path(hls_dir), segment_s=config.live.hls_segment_s) if hls_dir else None
+        self.hls = (
+            HlsWriter(Path(hls_dir), config.live.hls_segment_s, mirror=_mirror(hls_dir, config)) if hls_dir else None
+        )
         self.source: LiveSource | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._source_done = asyncio.Event()
@@ -84,6 +96,8 @@ class LiveIngest:
         self._webcam_index = 0
         self._last_meta = 0.0
         self._task: asyncio.Task | None = None
+        self.metrics = StreamMetrics(status.id)
+        self._batches_out = 0  # sent to the detectors, not back yet
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> dict:
@@ -177,6 +191,7 @@ class LiveIngest:
         )
         self._webcam_index += 1
         self.status = self.status.update(frames_received=self.status.frames_received + 1)
+        self.metrics.decoded(1)
         return self.buffer.dropped
 
     # -- the pipeline ----------------------------------------------------------------------
@@ -187,6 +202,7 @@ class LiveIngest:
         publisher = asyncio.ensure_future(self._publish_in_order(in_flight))
         while True:
             frames = await asyncio.to_thread(self.buffer.get_batch, self.config.live.sampling.batch_size, 0.25)
+            self._record_counts()
             if not frames:
                 if (self._source_done.is_set() or self.buffer.closed) and len(self.buffer) == 0:
                     break
@@ -210,6 +226,7 @@ class LiveIngest:
             await in_flight.put(asyncio.ensure_future(self._detect(batch)))
         await in_flight.put(None)
         await publisher
+        self._record_counts()
         await self._publish(self.chain.finish())
         if self._final is not None:
             self._set_state(*self._final)
@@ -235,16 +252,25 @@ class LiveIngest:
     async def _detect(self, batch: FrameBatch) -> tuple[FrameBatch, list[list[FrameResult]] | None]:
         """The batch and each detector's results; None for a lost batch (counted and logged)."""
         ref = ray.put(batch)
+        self._batches_out += 1
         try:
             return batch, list(await asyncio.gather(*(h.remote(ref) for h in self.detectors.values())))
         except ray.exceptions.RayTaskError as e:  # the detector's own error: say what it was
             log.error("stream %s: batch %d lost: a detector failed: %s", self.status.id, batch.seq, e.cause or e)
         except Exception as e:  # a replica lost mid-call, the deployment unavailable
             log.warning("stream %s: batch %d lost: %s: %s", self.status.id, batch.seq, type(e).__name__, e)
+        finally:
+            self._batches_out -= 1
         self.status = self.status.update(
             batches_lost=self.status.batches_lost + 1, frames_lost=self.status.frames_lost + len(batch)
         )
+        self.metrics.lost(len(batch))
         return batch, None
+
+    def _record_counts(self) -> None:
+        """The stream's metrics from the counts its source and buffer keep."""
+        self.metrics.totals(decoded=None if self.source is None else self.source.frames, dropped=self.buffer.dropped)
+        self.metrics.queue(len(self.buffer), self._batches_out)
 
     async def _publish(self, results: list[FrameResult]) -> None:
         """Frame records of the results the chain has ready, with their arrival time."""
@@ -258,6 +284,7 @@ class LiveIngest:
         self._last_t = records[-1]["t"]
         await self.store.append(self.status.id, records)
         self.status = self.status.update(frames_analysed=self.status.frames_analysed + len(records))
+        self.metrics.analysed(len(records))
         await self._save_meta()
 
     # -- state -------------------------------------------------------------------------------

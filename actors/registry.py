@@ -27,9 +27,10 @@ import ray
 from ray import serve
 
 from actors.live_ingest import LiveIngest
+from actors.metrics import record_stream_states
 from actors.store import connect_store
 from media_ray.auth import tokens_match
-from media_ray.catalog import Brand, BrandCatalog, CatalogError
+from media_ray.catalog import Brand, BrandCatalog
 from media_ray.config import MediaRayConfig
 from media_ray.source_policy import SourcePolicy, SourceRefused
 from media_ray.sources import SourceError
@@ -88,8 +89,6 @@ class StreamRegistry:
         brands = [b for b in self._catalog if b.id != brand_id]
         if len(brands) == len(self._catalog):
             raise KeyError(brand_id)
-        if not brands:
-            raise CatalogError("the catalogue cannot be emptied")
         return self._set_catalog(BrandCatalog(brands))
 
     def _set_catalog(self, catalog: BrandCatalog) -> str:
@@ -278,6 +277,7 @@ class StreamRegistry:
             for sid, outcome in zip(sids, checked):
                 if isinstance(outcome, Exception):  # one stream's trouble must not end the watch
                     log.error("stream %s: checking its ingest failed: %r", sid, outcome)
+            record_stream_states(s.state for s in self.statuses.values())
 
     async def _check(self, sid: str) -> None:
         ingest = self.ingests.get(sid)

@@ -27,6 +27,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 
+from actors.metrics import StreamMetrics
 from media_ray.catalog import BrandCatalog
 from media_ray.chain import StageChain, file_batches
 from media_ray.config import MediaRayConfig
@@ -82,6 +83,7 @@ class StreamIngest:
         self.frames_done = 0
         self.peak_in_flight = 0
         self.retries = 0
+        self.metrics = StreamMetrics(stream_id)
 
     async def run(self, first_seq: int = 0, raw: bool = False):
         """Yields, per FrameBatch and in order, the list of FrameResults now ready (the
@@ -99,6 +101,8 @@ class StreamIngest:
                 break
             in_flight.append(asyncio.ensure_future(self._detect(batch)))
             self.frames_sent += len(batch)
+            self.metrics.decoded(len(batch))
+            self.metrics.queue(None, len(in_flight))
             self.peak_in_flight = max(self.peak_in_flight, len(in_flight))
             if len(in_flight) >= self.max_in_flight:
                 yield await self._next(in_flight, raw)
@@ -113,9 +117,12 @@ class StreamIngest:
     async def _next(self, in_flight: deque, raw: bool) -> list[FrameResult] | DetectedBatch:
         batch, per_detector = await in_flight.popleft()
         self.frames_done += len(batch)
+        self.metrics.analysed(len(batch))
+        self.metrics.queue(None, len(in_flight))
         if raw:
-            # the results carry the batch's cut flags to the driver's chain
-            per_detector = [mark_cuts(results, batch.cuts) for results in per_detector]
+            # the results carry the batch's cut flags, and the sharpness measured in its frames,
+            # to the driver's chain
+            per_detector = [mark_cuts(results, batch.cuts) for results in self.chain.measure(batch, per_detector)]
             return DetectedBatch(seq=batch.seq, per_detector=per_detector, arrival=batch.arrival)
         return self.chain.push(batch, per_detector)
 

@@ -38,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from actors.store import connect_store
 from deployments.access import SessionRequest, authorise, refused_socket, viewer_slot
@@ -92,9 +93,13 @@ api.add_exception_handler(WebSocketException, refused_socket)
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class MediaRayAPI:
-    def __init__(self, config: MediaRayConfig):
+    async def __init__(self, config: MediaRayConfig, registry_host: DeploymentHandle | None = None):
         self.config = config
-        self.registry = ray.get_actor(REGISTRY_NAME, namespace=config.ray.namespace)
+        # the stream registry of this application, from its host (`deployments.serve_app`), else by name
+        if registry_host is not None:
+            self.registry = await registry_host.registry.remote()
+        else:
+            self.registry = ray.get_actor(REGISTRY_NAME, namespace=config.ray.namespace)
         self.store = connect_store(config.store, namespace=config.ray.namespace)
         self.guard = ApiGuard(config.http.auth)  # `deployments.access` reads it
         self.viewers: dict[str, int] = {}  # WebSocket viewers of each stream on this replica
@@ -391,7 +396,8 @@ class MediaRayAPI:
             pass
 
 
-def api_app(config: MediaRayConfig) -> serve.Application:
+def api_app(config: MediaRayConfig, registry_host: serve.Application | None = None) -> serve.Application:
+    """The ingress; `registry_host` is the bound deployment that makes the stream registry."""
     return MediaRayAPI.options(name="MediaRayAPI", max_ongoing_requests=config.http.limits.max_ongoing_requests).bind(
-        config
+        config, registry_host
     )

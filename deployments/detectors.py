@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 
 import numpy as np
 import ray
 from ray import serve
 
+from actors.metrics import DetectorMetrics
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig, PlacementConfig
 from media_ray.detectors import create, set_compute_threads
@@ -37,14 +39,19 @@ class DetectorDeployment:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         threads: int = 0,
+        fingerprint: str = "",
+        namespace: str = "",
     ):
+        self._fingerprint = fingerprint
         set_compute_threads(threads)
         self.detector = create(detector, catalog, params)
         set_compute_threads(threads)  # again: creating it may have imported torch
         self._catalog_lock = asyncio.Lock()
         self._calls = 0
         self._frames = 0
-        self._namespace = ray.get_runtime_context().namespace
+        self._metrics = DetectorMetrics(detector)
+        # where the stream registry is: the config's namespace (a replica's own is its deployer's)
+        self._namespace = namespace or ray.get_runtime_context().namespace
         self.detect.set_max_batch_size(max_batch_size)
         self.detect.set_batch_wait_timeout_s(batch_wait_timeout_s)
         log.info("%s ready with %d brands", detector, len(catalog))
@@ -72,6 +79,11 @@ class DetectorDeployment:
     async def detect(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
         return await asyncio.to_thread(self._detect_together, batches)
 
+    def fingerprint(self) -> str:
+        """What this replica was built from (`MediaRayRuntime` reuses a running application
+        whose fingerprint is its own)."""
+        return self._fingerprint
+
     def stats(self) -> dict:
         """Model calls made by this replica, the frames they held, and the node it runs on."""
         return {
@@ -84,7 +96,9 @@ class DetectorDeployment:
     def _detect_together(self, batches: list[FrameBatch]) -> list[list[FrameResult]]:
         """Run batches of the same frame size as one detector call, then split the results."""
         self._calls += 1
-        self._frames += sum(len(b) for b in batches)
+        frames = sum(len(b) for b in batches)
+        self._frames += frames
+        started = time.perf_counter()
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, b in enumerate(batches):
             groups[b.frames.shape[1:]].append(i)
@@ -108,7 +122,9 @@ class DetectorDeployment:
             for i, p in zip(members, parts):
                 out[i] = results[start : start + len(p)]
                 start += len(p)
-        log.debug("detected %d batches, %d frames", len(batches), sum(len(b) for b in batches))
+        brands = {b.id for b in self.detector.catalog}
+        self._metrics.call(frames, time.perf_counter() - started, (r for rs in out for r in rs), brands)
+        log.debug("detected %d batches, %d frames", len(batches), frames)
         return out
 
 
@@ -123,13 +139,18 @@ def _joined_cuts(parts: list[FrameBatch]) -> np.ndarray:
 
 
 def detector_app(
-    detector: str, catalog: BrandCatalog, config: MediaRayConfig, tier: str | None = None
+    detector: str, catalog: BrandCatalog, config: MediaRayConfig, tier: str | None = None, fingerprint: str = ""
 ) -> serve.Application:
     """The Serve application of one detector (of one tier), placed as the config says."""
     placement = config.placement_for(detector, tier)
+    scaling: dict = (
+        {"autoscaling_config": placement.autoscaling.serve_options()}
+        if placement.autoscaling is not None
+        else {"num_replicas": placement.replicas}
+    )
     return DetectorDeployment.options(
         name=deployment_name(detector),
-        num_replicas=placement.replicas,
+        **scaling,
         ray_actor_options=placement.ray_actor_options(),
         max_ongoing_requests=placement.max_ongoing_requests,
     ).bind(
@@ -139,4 +160,6 @@ def detector_app(
         placement.max_batch_size,
         placement.batch_wait_timeout_s,
         placement.threads,
+        fingerprint,
+        namespace=config.ray.namespace,
     )

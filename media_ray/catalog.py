@@ -148,11 +148,11 @@ def reference_paths(folder: str | Path) -> dict[str, list[Path]]:
 
 
 class BrandCatalog:
-    """An ordered, immutable set of brands; `version` changes whenever its content does."""
+    """An ordered, immutable set of brands; `version` changes whenever its content does. It may
+    be empty (a server started without brands, which are then added through the API); what
+    needs brands to work on, such as a file analysis, checks for them itself."""
 
     def __init__(self, brands: list[Brand]):
-        if not brands:
-            raise CatalogError("the brand catalogue is empty")
         ids = [b.id for b in brands]
         if len(set(ids)) != len(ids):
             raise CatalogError("brand ids repeat in the catalogue")
@@ -236,4 +236,6 @@ class BrandCatalog:
             if name:
                 slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
                 brands.append(Brand(id=slug, name=name))
+        if not brands:
+            raise CatalogError("no brand names given")
         return cls(brands)

@@ -14,7 +14,9 @@ Serve deployments there) and how batches are scheduled; the stages around it are
   through the `DetectionTracker` (hysteresis and bridging, which holds `tracking.delay`
   analysed frames back; a cut ends every track), adds the results that are ready to the
   exposure tally and returns them in time order; `finish()` returns the rest at the end of
-  the stream.
+  the stream. Before merging, `measure` gives each boxed detection its `sharpness`, measured
+  in the batch's frames: the one place where frames and detections meet (a driver that gets
+  results without frames has the ingest call it).
 
 So a file analysed in this process, through `StreamIngest`, or played as a live source (with
 `tracking.live` on) gives the same detections frame for frame.
@@ -39,6 +41,7 @@ from media_ray.config import ExposureConfig, MediaRayConfig, MergeConfig, Sampli
 from media_ray.detectors import Detector, usable_cores
 from media_ray.exposure import ExposureAggregator, ExposureReport
 from media_ray.model import Detection, FrameBatch, FrameResult, mark_cuts
+from media_ray.sharpness import with_sharpness
 from media_ray.shots import ShotCutFinder, ShotParams
 from media_ray.sources import DecodedFrame, DecodedTimeline, batched, decode
 from media_ray.tracking import DetectionTracker, TrackingConfig
@@ -127,6 +130,7 @@ class StageChain:
         exposure: ExposureConfig | None = None,
     ):
         self.merge = merge or MergeConfig()
+        self.quality = (exposure or ExposureConfig()).quality
         self.tracker = DetectionTracker(tracking) if tracking is not None and tracking.enabled else None
         self.exposure = ExposureAggregator(catalog, fps, exposure)
         self.frames_in = 0
@@ -154,7 +158,12 @@ class StageChain:
         """Every detector's results for the next batch; returns the results now ready. Each
         result carries its frame's `arrival` (wall-clock time at the ingest) and cut flag from
         the batch."""
-        return self.push_results(per_detector, batch.arrival, batch.cuts)
+        return self.push_results(self.measure(batch, per_detector), batch.arrival, batch.cuts)
+
+    def measure(self, batch: FrameBatch, per_detector: Sequence[list[FrameResult]]) -> list[list[FrameResult]]:
+        """Every detector's results for the batch with each boxed detection's `sharpness`
+        measured in the batch's frames (`media_ray.sharpness`)."""
+        return [with_sharpness(batch.frames, results, self.quality) for results in per_detector]
 
     def push_results(
         self,

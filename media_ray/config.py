@@ -22,7 +22,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from media_ray.config_http import ApiLimitsConfig as ApiLimitsConfig  # re-exported: the tree in one place
 from media_ray.config_http import AuthConfig as AuthConfig
 from media_ray.config_http import HttpConfig
+from media_ray.config_placement import AutoscalingConfig as AutoscalingConfig  # re-exported
+from media_ray.config_placement import PlacementConfig
+from media_ray.config_report import ReportConfig
 from media_ray.detectors.clip import ClipParams
+from media_ray.detectors.cloud_vision import CloudVisionParams
 from media_ray.detectors.ocr import OcrParams
 from media_ray.detectors.reference import ReferenceParams
 from media_ray.detectors.shape import ShapeParams
@@ -30,6 +34,8 @@ from media_ray.detectors.visual import VisualParams
 from media_ray.live_timeline import LiveSourceConfig
 from media_ray.shots import ShotParams
 from media_ray.tracking import TrackingConfig
+from media_ray.valuation import QualityParams, RateCard
+from media_ray.watching import WatchConfig
 
 
 class SamplingConfig(BaseModel):
@@ -40,50 +46,6 @@ class SamplingConfig(BaseModel):
     fps: float = Field(5.0, gt=0, description="frames analysed per second of video")
     batch_size: int = Field(8, ge=1, description="frames per FrameBatch sent to the detectors")
     decode_threads: int = Field(0, ge=0, description="PyAV decoder threads; 0 lets FFmpeg choose")
-
-
-class PlacementConfig(BaseModel):
-    """Where a detector deployment runs and how it batches; maps onto Ray Serve options."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    num_cpus: float = Field(
-        0.1,
-        ge=0,
-        description="CPUs reserved for scheduling (compute threads are "
-        "`threads`); small by default, so that a laptop's few CPUs hold every "
-        "detector and the ingest. Set it for real on a cluster",
-    )
-    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per replica")
-    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources reserved per replica")
-    replicas: int = Field(1, ge=1, description="replicas of the deployment")
-    label_selector: dict[str, str] = Field(
-        default_factory=dict, description="node labels a replica must run on, e.g. {media-ray.io/tier: cloud}"
-    )
-    fallback_strategy: list[dict[str, Any]] = Field(
-        default_factory=list, description="further label selectors tried in order when none matches"
-    )
-    max_batch_size: int = Field(4, ge=1, description="FrameBatches per model call (@serve.batch)")
-    batch_wait_timeout_s: float = Field(
-        0.01, ge=0, description="how long a model call waits for more FrameBatches to fill its batch"
-    )
-    max_ongoing_requests: int = Field(16, ge=1, description="requests a replica takes at once")
-    threads: int = Field(
-        0,
-        ge=0,
-        description="compute threads of a replica (torch, OpenCV); 0: all cores "
-        "of its node. Lower it where many replicas share a node",
-    )
-
-    def ray_actor_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-        if self.resources:
-            opts["resources"] = dict(self.resources)
-        if self.label_selector:
-            opts["label_selector"] = dict(self.label_selector)
-        if self.fallback_strategy:
-            opts["fallback_strategy"] = list(self.fallback_strategy)
-        return opts
 
 
 #: CPUs a LiveIngest actor reserves unless `placement.ingest` says otherwise: it mostly waits on
@@ -151,6 +113,10 @@ class ExposureConfig(BaseModel):
 
     merge_gap_s: float = Field(0.5, ge=0, description="gaps shorter than this join two appearances")
     min_duration_s: float = Field(0.0, ge=0, description="shorter appearances are dropped")
+    quality: QualityParams = Field(
+        default_factory=QualityParams, description="the quality index of an appearance (`media_ray.valuation`)"
+    )
+    rate_card: RateCard = Field(default_factory=RateCard, description="prices of exposure, for the media value")
 
 
 class StoreConfig(BaseModel):
@@ -254,6 +220,11 @@ class LiveConfig(BaseModel):
     )
     hls_dir: str = Field("", description="where streams' HLS playback is written (default: a temp folder)")
     hls_segment_s: float = Field(1.0, gt=0, description="length of an HLS playback segment")
+    hls_upload: str = Field(
+        "",
+        description="gs://BUCKET/PREFIX/: each stream's HLS playback is also copied to PREFIX/STREAM_ID/ as "
+        "it is written (segments once complete, then the playlist); the copy outlives the stream",
+    )
     tiers: list[str] = Field(
         default_factory=list,
         description="tiers of the tiered detectors, in the default order a stream takes them",
@@ -299,11 +270,29 @@ class RayConfig(BaseModel):
 
     address: str = Field(
         "local",
-        description="`local` starts a Ray of this process; `auto` or ray://HEAD:10001 joins a cluster",
+        description="`local` starts a Ray of this process (or joins the one Ray's RAY_ADDRESS names); "
+        "`auto`, HOST:6379 or ray://HEAD:10001 joins a cluster",
+    )
+    keep_deployments: bool = Field(
+        True,
+        description="`analyze` on a Ray it joined leaves its detector applications running, and "
+        "reuses those built from the same detector, parameters, placement and catalogue: the next "
+        "job starts without deploying (a Ray it started goes with it)",
     )
     namespace: str = Field("media-ray", description="Ray namespace of media-ray's named actors")
     app_prefix: str = Field("media-ray", description="prefix of the Serve application names")
-    dashboard: bool = Field(False, description="start the Ray dashboard with a local Ray")
+    dashboard: bool = Field(
+        True,
+        description="start the Ray dashboard with a local Ray, on 127.0.0.1 (`analyze` and `serve` print "
+        "its URL); false starts none (Ray's metrics are exported either way)",
+    )
+    metrics_export_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="port of a local Ray's Prometheus metrics (`/metrics`, on every interface of the node, as "
+        "Ray binds it; `cluster/grafana-media-ray.json` charts them); 0: a free port, printed by the CLI",
+    )
     task_events_kept: int = Field(
         2_000,
         ge=0,
@@ -332,6 +321,9 @@ class DetectorsConfig(BaseModel):
     ocr: OcrParams = Field(default_factory=OcrParams, description="brand names read in the frame")
     visual: VisualParams = Field(default_factory=VisualParams, description="per-frame visual signals")
     clip: ClipParams = Field(default_factory=ClipParams, description="zero-shot CLIP")
+    cloud_vision: CloudVisionParams = Field(
+        default_factory=CloudVisionParams, description="Google Cloud Vision logo detection, with a request budget"
+    )
 
     def params_for(self, detector: str) -> dict[str, Any]:
         """The parameters of one detector, as a mapping its `Params` validates."""
@@ -360,6 +352,11 @@ class MediaRayConfig(BaseSettings):
         "`ingest` for the ingest actors); `default` for the rest (the ingest takes it with at most "
         "0.01 CPU, so that max_streams of them fit)",
     )
+    detector_tiers: dict[str, str] = Field(
+        default_factory=lambda: {"cloud_vision": "cloud"},
+        description="detectors without a `placement` of their own that run on a tier's nodes (label "
+        "`live.tier_label`), or on any node when none has it",
+    )
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="flow of a file's batches")
     merge: MergeConfig = Field(default_factory=MergeConfig, description="one detection per logo")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="hysteresis over time")
@@ -367,10 +364,14 @@ class MediaRayConfig(BaseSettings):
         default_factory=ShotParams, description="shot cuts, which end every track and every appearance"
     )
     exposure: ExposureConfig = Field(default_factory=ExposureConfig, description="appearances and totals")
+    report: ReportConfig = Field(
+        default_factory=ReportConfig, description="report.csv, report.html and the annotated video of `analyze`"
+    )
     store: StoreConfig = Field(default_factory=StoreConfig, description="where results are kept")
     ray: RayConfig = Field(default_factory=RayConfig, description="which Ray to run on")
     http: HttpConfig = Field(default_factory=HttpConfig, description="the HTTP app of `media-ray serve`")
     live: LiveConfig = Field(default_factory=LiveConfig, description="live streams")
+    watch: WatchConfig = Field(default_factory=WatchConfig, description="`media-ray watch`: recordings as they land")
 
     @classmethod
     def settings_customise_sources(
@@ -404,6 +405,9 @@ class MediaRayConfig(BaseSettings):
         if detector in self.placement:
             return self.placement[detector]
         base = self.placement.get("default", PlacementConfig())
+        if detector in self.detector_tiers:  # its tier's nodes first, then any
+            selector = {self.live.tier_label: self.detector_tiers[detector]}
+            return base.model_copy(update={"label_selector": selector, "fallback_strategy": [{"label_selector": {}}]})
         if detector == "ingest":  # waits on I/O, decodes in a thread: http.limits.max_streams of them fit
             return base.model_copy(update={"num_cpus": min(base.num_cpus, INGEST_NUM_CPUS)})
         return base

@@ -22,6 +22,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from media_ray.hls_mirror import HlsMirror
+
 log = logging.getLogger(__name__)
 
 #: the encoder's clock: timestamps in milliseconds are fine enough for any frame rate we see
@@ -42,7 +44,8 @@ class HlsWriter:
     stop the analysis. Not thread-safe: one producer thread.
     """
 
-    def __init__(self, out_dir: str | Path, segment_s: float, list_size: int = 0):
+    def __init__(self, out_dir: str | Path, segment_s: float, list_size: int = 0, mirror: HlsMirror | None = None):
+        """`mirror`: told of each change of the playlist, and closed after the last."""
         if segment_s <= 0:
             raise ValueError("segment_s must be positive")
         self.out_dir = Path(out_dir)
@@ -63,6 +66,7 @@ class HlsWriter:
         self._next_key_t = 0.0
         self._closed = False
         self._event = EventPlaylist(self.playlist, self.out_dir / ".window.m3u8") if list_size == 0 else None
+        self.mirror = mirror
 
     @property
     def remuxing(self) -> bool:
@@ -171,6 +175,8 @@ class HlsWriter:
             return
         self._closed = True
         if self._out is None:
+            if self.mirror is not None:
+                self.mirror.close()
             return
         try:
             if not self._remuxing:
@@ -182,6 +188,9 @@ class HlsWriter:
                 self._event.sync()
         except (av.error.FFmpegError, OSError, ValueError) as e:
             log.warning("%s: cannot finalise: %s", self.playlist, e)
+        finally:
+            if self.mirror is not None:
+                self.mirror.close()
 
     def __enter__(self) -> HlsWriter:
         return self
@@ -228,6 +237,8 @@ class HlsWriter:
                 self._event.sync()
             except OSError as e:
                 log.warning("%s: cannot update: %s", self.playlist, e)
+        if self.mirror is not None and packet.is_keyframe:
+            self.mirror.changed()
         return True
 
 

@@ -82,6 +82,9 @@ class Detection(BaseModel):
     score: float = Field(ge=0.0, le=1.0)
     box: Box | None = None  # x0, y0, x1, y1 in source pixels; None when the detector has no box
     detector: str
+    #: how sharp the mark is in its box, 0..1 (`media_ray.sharpness`), measured by the stage
+    #: chain where the frame and the detection meet; None when not measured. Not in the record.
+    sharpness: float | None = Field(None, ge=0.0, le=1.0)
 
     def share_of(self, width: int, height: int) -> float | None:
         """Fraction of the frame the box covers, or None without a box."""

@@ -17,11 +17,13 @@ checks in `media_ray.rtmp`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import av
@@ -60,6 +62,9 @@ class SourceKind:
     #: FFmpeg's `protocol_whitelist` for the kind: the protocols opening it (and whatever it
     #: leads to: HLS segments, RTP channels) may use; always passed, never overridden
     protocols: str = "file"
+    #: "module:function" that opens the URI as a seekable binary file for FFmpeg to read
+    #: (objects in cloud storage, read through their store's client); None: FFmpeg opens the URI
+    opener: str | None = None
 
 
 _HTTP = SourceKind(
@@ -83,6 +88,8 @@ SOURCE_KINDS: dict[str, SourceKind] = {
     # and FFmpeg would otherwise wait its default 5 s for it before the first frame
     "rtmp": SourceKind(options={"listen": "1", "analyzeduration": "1000000"}, listens=True, protocols="rtmp,tcp"),
     "v4l2": SourceKind(local=True, format="v4l2", reconnects=True),
+    # Google Cloud Storage: an authorised ranged read of the object (media_ray.cloud_storage)
+    "gs": SourceKind(is_file=True, opener="media_ray.cloud_storage:open_object"),
 }
 
 #: plain paths under here are capture devices, not files
@@ -141,8 +148,11 @@ def open_source(
     None waits without limit. Failures raise SourceError.
     """
     _, kind = source_kind(uri)
-    target = uri
-    if kind.local:
+    target: Any = uri
+    if kind.opener is not None:
+        module, _, attr = kind.opener.partition(":")
+        target = getattr(importlib.import_module(module), attr)(uri)  # raises SourceError
+    elif kind.local:
         target = _local_path(uri)
         p = Path(target)
         if not p.exists():
@@ -153,9 +163,14 @@ def open_source(
         opts = {**kind.options, **(options or {}), "protocol_whitelist": kind.protocols}
         return av.open(target, format=kind.format, options=opts, timeout=timeout)
     except av.error.FFmpegError as e:
-        raise SourceError(f"{target}: cannot open as video ({e.strerror or e})") from e
+        raise SourceError(f"{_named(uri, target)}: cannot open as video ({e.strerror or e})") from e
     except OSError as e:
-        raise SourceError(f"{target}: cannot open ({e.strerror or e})") from e
+        raise SourceError(f"{_named(uri, target)}: cannot open ({e.strerror or e})") from e
+
+
+def _named(uri: str, target: Any) -> str:
+    """How an error names what was opened: the path or URL, or the URI of an opened object."""
+    return target if isinstance(target, str) else uri
 
 
 def probe(uri: str) -> VideoInfo:

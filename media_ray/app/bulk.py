@@ -22,6 +22,7 @@ from pathlib import Path
 from media_ray.config import MediaRayConfig
 from media_ray.exposure import ExposureReport
 from media_ray.output import AnalysisWriter
+from media_ray.report_pages import write_annotated
 from media_ray.sources import VideoInfo
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class FileJob:
     target: Path
     info: VideoInfo | None = None  # None: it could not be opened (`error` says why)
     error: str | None = None
+    #: write the video with its boxes drawn here (`analyze --annotate`)
+    annotate: Path | None = None
 
     @property
     def name(self) -> str:
@@ -86,6 +89,35 @@ class FileOutcome:
         }
 
 
+#: what `--annotate` may be named: containers that hold H.264 (or MPEG-4) as PyAV writes it
+ANNOTATE_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v")
+
+
+def ask_annotation(jobs: list[FileJob], path: str) -> None:
+    """`analyze --annotate PATH`: the video's job also writes the video with its boxes drawn to
+    PATH. Only for a single video (several would need several names: one line says so); raises
+    ValueError with the line to show."""
+    target = Path(path)
+    if len(jobs) != 1:
+        raise ValueError(f"writes one annotated video: give a single video, not {len(jobs)}")
+    if target.is_dir():
+        raise ValueError(f"{path} is a folder; name the video to write, e.g. {target / 'annotated.mp4'}")
+    if target.suffix.lower() not in ANNOTATE_SUFFIXES:
+        raise ValueError(f"{path}: name a {', '.join(ANNOTATE_SUFFIXES)} file")
+    source = Path(jobs[0].uri)
+    if "://" not in jobs[0].uri and source.exists() and source.resolve() == target.resolve():
+        raise ValueError(f"{path} is the video being analysed")
+    jobs[0].annotate = target
+
+
+def outputs(job: FileJob) -> list[Path]:
+    """The files an analysed job wrote: frames.jsonl, report.json, report.csv, report.html and
+    the annotated video, those there are."""
+    names = ("frames.jsonl", "report.json", "report.csv", "report.html")
+    found = [job.target / n for n in names if (job.target / n).exists()]
+    return found + ([job.annotate] if job.annotate is not None and job.annotate.exists() else [])
+
+
 def write_summary(outcomes: list[FileOutcome], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -102,11 +134,13 @@ def analyse_file(
     target: Path,
     config: MediaRayConfig,
     on_frames: Callable[[int], None] = lambda n: None,
+    annotate: Path | None = None,
 ) -> ExposureReport:
-    """One video through the runtime into `target`; `on_frames(n)` as each batch's n results
-    are written."""
+    """One video through the runtime into `target`: frames.jsonl, report.json and the pages of
+    `config.report` (report.csv, report.html); with `annotate`, the video with its boxes drawn
+    there. `on_frames(n)` as each batch's n results are written."""
     analysis = runtime.analyse(info.uri, stream_id=info.name, duration_s=info.duration_s)
-    with AnalysisWriter(target) as writer:
+    with AnalysisWriter(target, pages=config.report) as writer:
         for results in analysis:
             for r in results:
                 writer.write(r)
@@ -114,6 +148,8 @@ def analyse_file(
                 on_frames(len(results))
         assert analysis.report is not None
         writer.finish(analysis.report)
+    if annotate is not None:
+        write_annotated(analysis.report, target, annotate, config.report)
     return analysis.report
 
 
@@ -196,7 +232,9 @@ class BulkRun:
             total=job.info.expected_frames(self.config.sampling.fps), desc=job.name, position=slot, leave=False
         )
         try:
-            report = analyse_file(self.runtime, job.info, job.target, self.config, lambda n: self._frames(bar, n))
+            report = analyse_file(
+                self.runtime, job.info, job.target, self.config, lambda n: self._frames(bar, n), job.annotate
+            )
             outcome = FileOutcome(job, report, time.perf_counter() - started)
         except Exception as e:  # one file's failure is its own: the others go on
             log.debug("%s failed", job.uri, exc_info=True)

@@ -1,7 +1,8 @@
 """The `media-ray` command.
 
     media-ray analyze VIDEO... --brands DIR [--out DIR] [--fps N] [--detectors a,b] [--clip-model M]
-    media-ray serve --brands DIR [--host H] [--port P]
+    media-ray serve [--brands DIR] [--host H] [--port P]
+    media-ray watch DIR|gs://BUCKET/PREFIX/ --brands DIR [--out DIR|gs://...] [--fps N] [--detectors a,b]
     media-ray sample DIR
     media-ray eval CLIPS... --brands DIR [--fps N] [--detectors a,b]
     media-ray add-references VIDEO (FRAMES_JSONL | --boxes FILE) --brands DIR [--per-brand N]
@@ -17,6 +18,7 @@ on Ray, so `--help` and mistakes answer at once.
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import logging
 import signal
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from media_ray.catalog import BrandCatalog, CatalogError
+from media_ray.cloud_storage import store_for
 from media_ray.config import MediaRayConfig
 from media_ray.detectors import DetectorError, default_set, detector_class, parse_params
 from media_ray.exposure import ExposureReport
@@ -53,6 +56,11 @@ def expand_videos(paths: list[str]) -> list[str]:
         path = Path(p)
         if p.startswith("@"):
             out.extend(expand_videos(_listed(Path(p[1:]))))
+        elif p.endswith("/") and (store := store_for(p)) is not None:  # a folder of objects
+            found = [o.uri for o in store.list(p)]
+            if not found:
+                _fail(f"{p}: folder holds no videos ({', '.join(VIDEO_SUFFIXES)})")
+            out.extend(found)
         elif path.is_dir():
             found = [str(f) for f in videos_in(path)]
             if not found:
@@ -110,11 +118,15 @@ def choose_detectors(args: argparse.Namespace, config: MediaRayConfig) -> list[s
     return chosen
 
 
-def load_catalog(args: argparse.Namespace) -> BrandCatalog:
+def load_catalog(args: argparse.Namespace, empty_ok: bool = False) -> BrandCatalog:
+    """The catalogue the options name; none named is an empty one where `empty_ok` (a server,
+    whose brands are added through the API), else a mistake."""
     if args.brands and args.brand_names:
         _fail("give --brands or --brand-names, not both")
     if args.brand_names:
         return BrandCatalog.from_names(args.brand_names.split(","))
+    if not args.brands and empty_ok:
+        return BrandCatalog([])
     if not args.brands:
         _fail("a brand catalogue is needed: --brands DIR (reference images) or --brand-names a,b,c")
     return BrandCatalog.from_folder(args.brands)
@@ -145,6 +157,8 @@ def format_report(report: ExposureReport) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    if store_for(args.out) is not None:
+        return _into_object_store(cmd_analyze, args)
     config = build_config(args)
     if args.concurrency is not None:
         if args.concurrency < 0:
@@ -153,19 +167,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     videos = expand_videos(args.videos)
     out = Path(args.out)
     jobs = _file_jobs(videos, out)
+    if args.annotate:
+        from media_ray.app.bulk import ask_annotation
+
+        try:
+            ask_annotation(jobs, args.annotate)
+        except ValueError as e:
+            _fail(f"--annotate: {e}")
     catalog = load_catalog(args)
     detectors = choose_detectors(args, config)
 
     from tqdm import tqdm
 
     # the Ray layer, loaded only to run
-    from media_ray.app.bulk import BulkRun, write_summary
+    from media_ray.app.bulk import BulkRun, outputs, write_summary
     from media_ray.app.runtime import DeploymentFailed, DeploymentTimeout, MediaRayRuntime
 
     if not args.verbose:  # Ray Serve sets up its logger at INFO when imported
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
-    runtime = MediaRayRuntime(config, catalog, detectors)
+    runtime = MediaRayRuntime(config, catalog, detectors, keep_deployments=config.ray.keep_deployments)
     started = time.perf_counter()
     try:
         runtime.start()
@@ -173,15 +194,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         concurrency = runtime.files_in_flight(len(jobs))
         print(
             f"analysing {len(jobs)} video(s), {concurrency} at once, with {', '.join(detectors)} on Ray "
-            f"({'a running Ray' if not runtime.owns_ray else 'a local Ray'}; ready after {ready:.1f} s)",
+            f"({_which_ray(runtime)}; ready after {ready:.1f} s)",
             file=sys.stderr,
         )
+        _say_ray_urls(runtime)
 
         def done(outcome) -> None:
             if outcome.ok:
                 tqdm.write(format_report(outcome.report), file=sys.stdout)
-                target = outcome.job.target
-                tqdm.write(f"wrote {target / 'frames.jsonl'} and {target / 'report.json'}", file=sys.stderr)
+                tqdm.write(f"wrote {', '.join(map(str, outputs(outcome.job)))}", file=sys.stderr)
             else:
                 tqdm.write(f"media-ray: failed: {outcome.job.uri}: {outcome.error}", file=sys.stderr)
 
@@ -204,6 +225,47 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if failed and len(jobs) == 1:
         _fail(f"{failed[0].job.uri}: {failed[0].error}")
     return 1 if failed else 0
+
+
+def _say_ray_urls(runtime) -> None:
+    """One line: the Ray dashboard's URL and where Prometheus scrapes Ray's metrics, as known."""
+    parts = [f"Ray dashboard: {runtime.dashboard_url}"] if runtime.dashboard_url else []
+    if runtime.metrics_url:
+        parts.append(f"Ray metrics for Prometheus: {runtime.metrics_url}")
+    if parts:
+        print("; ".join(parts), file=sys.stderr)
+
+
+def _which_ray(runtime) -> str:
+    if runtime.owns_ray:
+        return "a local Ray"
+    reused = len(runtime.reused)
+    return f"a running Ray, {reused} of {len(runtime.apps)} detector applications reused"
+
+
+def _into_object_store(cmd, args: argparse.Namespace) -> int:
+    """`cmd` with its `--out` a local temporary folder, whose files are then uploaded under the
+    `--out` prefix (`gs://BUCKET/PREFIX/`); summary.csv names the outputs by their URIs."""
+    from media_ray.cloud_storage import OutputFolder
+
+    with OutputFolder(args.out) as folder:
+        args.out = str(folder.path)
+        status = cmd(args)
+        _rebase_summary(folder.path / "summary.csv", folder)
+    print(f"uploaded {len(folder.uploaded)} files under {folder.target}", file=sys.stderr)
+    return status
+
+
+def _rebase_summary(path: Path, folder) -> None:
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = list(reader.fieldnames or ()), list(reader)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows({**row, "output": folder.uri_of(Path(row["output"]))} for row in rows)
 
 
 def _file_jobs(videos: list[str], out: Path):
@@ -249,7 +311,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.http.host = args.host
     if args.port:
         config.http.port = args.port
-    catalog = load_catalog(args)
+    if config.live.hls_upload:  # its bucket, before anything starts
+        if (store := store_for(config.live.hls_upload)) is None:
+            _fail(f"live.hls_upload: {config.live.hls_upload!r} is not gs://BUCKET/PREFIX/")
+        store.check_folder(config.live.hls_upload)
+    catalog = load_catalog(args, empty_ok=True)
     detectors = choose_detectors(args, config)
 
     import time
@@ -275,6 +341,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"media-ray is serving on {service.url} (detectors: {', '.join(detectors)}); Ctrl-C stops it",
         file=sys.stderr,
     )
+    _say_ray_urls(service.runtime)
     if service.token.generated:  # shown this once; later starts read it from the file
         print(
             f"a new API token was generated and kept in {service.token.path}; open the page with it:\n"
@@ -293,6 +360,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _exit_on_signal(signum, frame) -> None:
     raise SystemExit(0)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    catalog = load_catalog(args)
+    detectors = choose_detectors(args, config)
+
+    from media_ray.app.runtime import DeploymentFailed, DeploymentTimeout
+    from media_ray.app.watch import WatchRun
+    from media_ray.cloud_storage import OutputFolder
+
+    if not args.verbose:
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def done(outcome, where: str) -> None:
+        if outcome.ok:
+            print(format_report(outcome.report), flush=True)
+            say(f"wrote {where}")
+        else:
+            say(f"media-ray: failed: {outcome.job.uri}: {outcome.error}")
+
+    run = WatchRun(args.source, OutputFolder(args.out), config, catalog, detectors, say, done)
+    try:
+        return run.run()
+    except (DeploymentFailed, DeploymentTimeout) as e:
+        _fail(str(e))
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -429,10 +525,16 @@ def parser() -> argparse.ArgumentParser:
         help="videos analysed at once (default: pipeline.files_in_flight; 0: as many as the cluster's CPUs)",
     )
     a.add_argument("--no-progress", action="store_true", help="no progress bars")
+    a.add_argument(
+        "--annotate", metavar="FILE.mp4", help="also write the video with the boxes drawn (a single video only)"
+    )
     a.set_defaults(func=cmd_analyze)
 
     v = sub.add_parser("serve", help="serve the live API and player page (streams, RTMP, webcam)")
-    v.add_argument("--brands", help="brand catalogue folder: BRAND.png|jpg and an optional brands.json")
+    v.add_argument(
+        "--brands",
+        help="brand catalogue folder: BRAND.png|jpg and an optional brands.json (default: none, add them on the page)",
+    )
     v.add_argument("--brand-names", help="comma-separated brand names, for zero-shot detectors")
     v.add_argument("--host", help="HTTP host (default 127.0.0.1)")
     v.add_argument("--port", type=int, help="HTTP port (default 8000)")
@@ -440,6 +542,20 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--clip-model", help="CLIP model id or local folder")
     v.add_argument("--config", help="YAML configuration file")
     v.set_defaults(func=cmd_serve, fps=None, batch_size=None)
+
+    w = sub.add_parser("watch", help="analyse recordings as they land in a folder or gs:// prefix, each once")
+    w.add_argument("source", help="folder, or gs://BUCKET/PREFIX/, that recordings are written to")
+    w.add_argument("--brands", help="brand catalogue folder: BRAND.png|jpg and an optional brands.json")
+    w.add_argument("--brand-names", help="comma-separated brand names, for zero-shot detectors")
+    w.add_argument(
+        "--out", default="out", help="output folder or gs://BUCKET/PREFIX/: NAME/ a recording, and the ledger"
+    )
+    w.add_argument("--fps", type=float, help="frames analysed per second of video (default 5)")
+    w.add_argument("--batch-size", type=int, help="frames per batch sent to the detectors")
+    w.add_argument("--detectors", help="comma-separated detector names (default: all that can run here)")
+    w.add_argument("--clip-model", help="CLIP model id or local folder")
+    w.add_argument("--config", help="YAML configuration file (`watch`: poll_s, settle_s, ledger)")
+    w.set_defaults(func=cmd_watch)
 
     s = sub.add_parser("sample", help="write a sample clip and brand catalogue to try media-ray on")
     s.add_argument("folder", help="where to write sample.mp4 and logos/")

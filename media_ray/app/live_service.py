@@ -1,7 +1,9 @@
 """`media-ray serve`: the detectors, the stream registry, the results store and the HTTP app.
 
-The process that starts a LiveService owns the registry and the embedded store actors; they
-live as long as it does.
+The applications are those of `deployments.serve_app`, built by the same functions that
+`serve run deployments/serve_config.yaml` calls: one per detector and the API application,
+whose StreamRegistryHost owns the stream registry. The process that starts a LiveService owns
+the embedded store actors; they live as long as it does.
 """
 
 from __future__ import annotations
@@ -11,11 +13,9 @@ import logging
 import ray
 from ray import serve
 
-from actors.registry import StreamRegistry
 from actors.store import connect_store
-from deployments.app import api_app
+from deployments.serve_app import api_app_name, api_application, with_api_token
 from media_ray.app.runtime import MediaRayRuntime, wait_for_apps
-from media_ray.auth import resolve_token
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig
 from media_ray.topology import REGISTRY_NAME
@@ -28,19 +28,18 @@ class LiveService:
         # the API token, resolved here so that every replica checks the same one: configured,
         # read from the token file, or generated now (`token.generated`: the CLI prints it once);
         # raises TokenError
-        self.token = resolve_token(config.http.auth)
-        auth = config.http.auth.model_copy(update={"token": self.token.token})
-        config = config.model_copy(update={"http": config.http.model_copy(update={"auth": auth})})
+        config, self.token = with_api_token(config)
         self.config = config
         self.catalog = catalog
         self.detectors = detectors
         self.runtime = MediaRayRuntime(config, catalog, detectors, tiers=config.live.tiers or None)
         self.registry = None
         self.store = None
+        self._api_deployed = False
 
     @property
     def api_app_name(self) -> str:
-        return f"{self.config.ray.app_prefix}-api"
+        return api_app_name(self.config)
 
     @property
     def url(self) -> str:
@@ -51,14 +50,11 @@ class LiveService:
         try:
             ns = self.config.ray.namespace
             self.store = connect_store(self.config.store, namespace=ns)
-            self.registry = StreamRegistry.options(
-                name=REGISTRY_NAME,
-                namespace=ns,
-                get_if_exists=True,
-                max_concurrency=self.config.live.registry_concurrency,
-            ).remote(self.config, self.catalog, self.detectors)
-            serve.run(api_app(self.config), name=self.api_app_name, route_prefix="/")
+            app = api_application(self.config, self.catalog, self.detectors)
+            self._api_deployed = True
+            serve.run(app, name=self.api_app_name, route_prefix="/")
             wait_for_apps([self.api_app_name], self.config.pipeline.ready_timeout_s)
+            self.registry = ray.get_actor(REGISTRY_NAME, namespace=ns)
         except BaseException:
             self.stop()
             raise
@@ -66,15 +62,20 @@ class LiveService:
         return self
 
     def stop(self) -> None:
-        if self.registry is not None and ray.is_initialized():
-            try:
-                ray.get(self.registry.shutdown.remote(), timeout=60)
-            except Exception as e:  # stopping what is left matters more than this error
-                log.warning("stopping streams: %s", e)
-            ray.kill(self.registry)
+        if self._api_deployed and ray.is_initialized():
+            # the streams are stopped here, not left to the registry host's own shutdown: a local
+            # Ray that this process started goes at once, without Serve's graceful stop
+            registry = self.registry or _registry_if_any(self.config.ray.namespace)
+            if registry is not None:
+                try:
+                    ray.get(registry.shutdown.remote(), timeout=60)
+                except Exception as e:  # stopping what is left matters more than this error
+                    log.warning("stopping streams: %s", e)
+                ray.kill(registry)
             self.registry = None
-            if ray.is_initialized() and not self.runtime.owns_ray:
+            if not self.runtime.owns_ray:
                 serve.delete(self.api_app_name)
+            self._api_deployed = False
         self.runtime.stop()
 
     def __enter__(self) -> LiveService:
@@ -82,3 +83,10 @@ class LiveService:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _registry_if_any(namespace: str):
+    try:
+        return ray.get_actor(REGISTRY_NAME, namespace=namespace)
+    except ValueError:  # never made: the API application did not start
+        return None

@@ -9,6 +9,7 @@ tier's node label.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -42,8 +43,9 @@ class DeploymentFailed(RuntimeError):
     """A detector deployment that failed to start (its replicas raised)."""
 
 
-def connect_ray(config: MediaRayConfig) -> bool:
-    """Start or join Ray as the config says; True when this call started it.
+def connect_ray(config: MediaRayConfig) -> ray.client_builder.BaseContext | None:
+    """Start or join Ray as the config says: the context of the Ray this call started or joined
+    (its `dashboard_url`), None when this process was on a Ray already.
 
     Ray's token authentication (on unless `RAY_AUTH_MODE=disabled`) is what keeps the Ray
     ports safe: Ray 2.60 binds its GCS, raylet and worker (Serve replica) gRPC ports on every
@@ -51,26 +53,37 @@ def connect_ray(config: MediaRayConfig) -> bool:
     A local Ray's dashboard binds loopback only; its token file is made readable by its owner only.
     """
     if ray.is_initialized():
-        return False
+        return None
     # (Ray itself warns when RAY_AUTH_MODE=disabled turns the token off)
-    local = config.ray.address == "local"
+    address = ray_address(config)
+    local = address == "local"
     if local:
         # the workers of a local Ray inherit this: glibc's default of 8 arenas a core lets
         # threads that pass frames around (decoders, OpenCV) hold freed memory for ever
         os.environ.setdefault("MALLOC_ARENA_MAX", str(config.ray.malloc_arenas))
-    ray.init(
-        address=config.ray.address,
+    context = ray.init(
+        address=address,
         # a cluster's GCS is configured where it starts (`ray start`), not by a client
         _system_config={"task_events_max_num_task_in_gcs": config.ray.task_events_kept} if local else None,
         namespace=config.ray.namespace,
         include_dashboard=config.ray.dashboard,
         dashboard_host="127.0.0.1",
+        # 0: Ray picks a free port (a cluster's nodes are given theirs by `ray start`)
+        _metrics_export_port=(config.ray.metrics_export_port or None) if local else None,
         log_to_driver=False,
         logging_level=logging.ERROR,
         configure_logging=False,
     )
     _owner_only(Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token")))
-    return True
+    return context
+
+
+def ray_address(config: MediaRayConfig) -> str:
+    """The Ray to run on: `ray.address`, except that `local` joins the Ray that Ray's own
+    RAY_ADDRESS names (a `ray start --head` kept running between jobs)."""
+    if config.ray.address == "local" and os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    return config.ray.address
 
 
 def _owner_only(path: Path) -> None:
@@ -192,18 +205,42 @@ class MediaRayRuntime:
         catalog: BrandCatalog,
         detectors: list[str],
         tiers: list[str] | None = None,
+        keep_deployments: bool = False,
     ):
+        """`keep_deployments`: on a Ray this runtime joined (not one it started), leave the
+        detector applications running when it stops, for the next job to reuse."""
         self.config = config
         self.catalog = catalog
         self.detectors = list(detectors)
         self.apps = plan_apps(config, self.detectors, tiers)
+        self.keep_deployments = keep_deployments
         self._started_ray = False
+        self._ray_context: ray.client_builder.BaseContext | None = None
         self._deployed: list[str] = []
+        self.reused: list[str] = []  # applications found running as this runtime would deploy them
 
     @property
     def owns_ray(self) -> bool:
         """Whether this runtime started the Ray it runs on (and shuts it down on stop)."""
         return self._started_ray
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The Ray dashboard of the Ray this runtime started or joined, if it has one."""
+        url = getattr(self._ray_context, "dashboard_url", None)
+        return f"http://{url}" if url and "://" not in url else url or None
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where Prometheus scrapes the metrics of the local Ray this runtime started (a cluster's
+        are on each node's metrics port)."""
+        if not self._started_ray or ray_address(self.config) != "local":
+            return None
+        here = ray.get_runtime_context().get_node_id()
+        node = next((n for n in ray.nodes() if n["NodeID"] == here), None)
+        if node is None or not node.get("MetricsExportPort"):
+            return None
+        return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
 
     def app_name(self, detector: str, tier: str | None = None) -> str:
         return app_name(self.config.ray.app_prefix, detector, tier)
@@ -212,26 +249,39 @@ class MediaRayRuntime:
         """Deploy the detectors and wait for the untiered ones (tiers may stay pending: a
         stream then falls back to another tier)."""
         try:
-            self._started_ray = connect_ray(self.config)
+            self._ray_context = connect_ray(self.config)
+            self._started_ray = self._ray_context is not None
             if http:
                 serve.start(http_options={"host": self.config.http.host, "port": self.config.http.port})
             else:
                 serve.start(proxy_location="Disabled")
+            prints = {a.name: self._fingerprint(a.detector, a.tier) for a in self.apps}
+            self.reused = [] if self._started_ray else [n for n, fp in prints.items() if _running_as(n, fp)]
             targets = [
                 serve.RunTarget(
-                    detector_app(a.detector, self.catalog, self.config, a.tier),
+                    detector_app(a.detector, self.catalog, self.config, a.tier, prints[a.name]),
                     name=a.name,
                     route_prefix=None,
                 )
                 for a in self.apps
+                if a.name not in self.reused
             ]
-            serve.run_many(targets, wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+            if targets:
+                serve.run_many(targets, wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
             self._deployed = [a.name for a in self.apps]
             wait_for_apps([a.name for a in self.apps if a.tier is None], self.config.pipeline.ready_timeout_s)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _fingerprint(self, detector: str, tier: str | None) -> str:
+        """What a detector application is built from: the detector, its parameters, placement and
+        the catalogue; two runtimes with the same fingerprint can share the application."""
+        placement = self.config.placement_for(detector, tier)
+        what = [detector, tier or "", self.catalog.version, repr(self.config.params_for(detector))]
+        what.append(placement.model_dump_json())
+        return hashlib.sha256("\n".join(what).encode()).hexdigest()[:16]
 
     def files_in_flight(self, files: int) -> int:
         """How many of `files` to analyse at once: `pipeline.files_in_flight`, or with 0 as many
@@ -259,7 +309,7 @@ class MediaRayRuntime:
         if self._started_ray:
             # the whole local Ray goes, Serve with it
             ray.shutdown()
-        elif ray.is_initialized():
+        elif ray.is_initialized() and not self.keep_deployments:
             for name in self._deployed:
                 serve.delete(name)
         self._deployed.clear()
@@ -269,6 +319,18 @@ class MediaRayRuntime:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _running_as(name: str, fingerprint: str) -> bool:
+    """Whether the Serve application `name` runs, built from `fingerprint`."""
+    status = serve.status().applications.get(name)
+    if status is None or status.status != "RUNNING":
+        return False
+    try:
+        return serve.get_app_handle(name).fingerprint.remote().result(timeout_s=10) == fingerprint
+    except Exception:  # an application of another build, or one going away: deploy ours
+        log.debug("%s cannot be reused", name, exc_info=True)
+        return False
 
 
 def _failure_reason(status) -> str:

@@ -107,6 +107,8 @@ DETECTORS: dict[str, str] = {
     "ocr": "media_ray.detectors.ocr:OcrDetector",
     "visual": "media_ray.detectors.visual:VisualDetector",
     "clip": "media_ray.detectors.clip:ClipDetector",
+    # Google Cloud Vision's logo detection: paid per frame, so only by name (`in_default_set`)
+    "cloud_vision": "media_ray.detectors.cloud_vision:CloudVisionDetector",
 }
 
 

@@ -231,7 +231,7 @@ class ClipDetector(Detector):
 
         prompts = self.brand_prompts(catalog)
         flat = [t for b in catalog for t in prompts[b.id]]
-        owner = torch.tensor([k for k, b in enumerate(catalog) for _ in prompts[b.id]])
+        owner = torch.tensor([k for k, b in enumerate(catalog) for _ in prompts[b.id]], dtype=torch.long)
         emb = self._embed_texts(flat + list(self.params.background_prompts))
         brand_emb, bg_emb = emb[: len(flat)], emb[len(flat) :]
         classes = torch.zeros(len(catalog), emb.shape[1], device=emb.device)
@@ -282,7 +282,7 @@ class ClipDetector(Detector):
 
     def detect(self, batch: FrameBatch) -> list[FrameResult]:
         results = empty_results(batch)
-        if len(batch) == 0:
+        if len(batch) == 0 or not self._ids:  # no frames, or no brands to score them for
             return results
         p = self.params
         width, height = batch.size

@@ -59,6 +59,8 @@ def test_analyze_with_the_reference_detector_finds_the_pasted_logos_at_their_tim
     # the table on stdout
     assert "Acme (acme)" in proc.stdout and "on screen (s)" in proc.stdout
     assert "remaining" in proc.stderr  # the progress bar
+    # the local Ray's dashboard (on by default, on loopback) and its metrics, in one line
+    assert re.search(r"^Ray dashboard: http://127\.0\.0\.1:\d+; Ray metrics for Prometheus: http://", proc.stderr, re.M)
 
 
 def test_analyze_runs_clip_end_to_end_from_a_local_folder_and_several_videos_go_to_their_own_folders(

@@ -67,3 +67,63 @@ def test_a_deployment_no_node_can_host_times_out_and_says_so(local_ray):
     with pytest.raises(DeploymentTimeout, match="not ready after 5 s: no node offers"):
         runtime.start()
     assert "nowhere-visual" not in serve.status().applications
+
+
+def test_a_job_on_a_joined_ray_reuses_the_detectors_a_previous_job_left_when_built_the_same(local_ray, sample):
+    config = MediaRayConfig(sampling={"fps": 1}, placement={"default": {"num_cpus": 0.25}}, ray={"app_prefix": "reuse"})
+    catalog = BrandCatalog.from_names(["x"])
+    first = MediaRayRuntime(config, catalog, ["visual"], keep_deployments=True).start()
+    first.stop()
+    try:
+        assert not first.owns_ray and first.reused == []
+        assert serve.status().applications[first.app_name("visual")].status == "RUNNING"  # left for the next
+        same = MediaRayRuntime(config, catalog, ["visual"], keep_deployments=True).start()
+        assert same.reused == [same.app_name("visual")]
+        frames = [r for batch in same.analyse(str(sample["clip"])) for r in batch]
+        assert len(frames) == 12 and all("visual" in r.signals for r in frames)
+        same.stop()
+        # another catalogue is another build: deployed afresh, not reused
+        other = MediaRayRuntime(config, BrandCatalog.from_names(["x", "y"]), ["visual"]).start()
+        assert other.reused == []
+        other.stop()  # keep_deployments off: it deletes what it deployed
+        assert first.app_name("visual") not in serve.status().applications
+    finally:
+        for name in serve.status().applications:
+            if name.startswith("reuse"):
+                serve.delete(name)
+
+
+def test_a_detector_with_autoscaling_adds_a_replica_while_its_queue_stays_deep(local_ray):
+    import time
+
+    import numpy as np
+
+    from media_ray.model import FrameBatch
+    from media_ray.topology import deployment_name
+
+    scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0}
+    config = MediaRayConfig(
+        placement={DELAY: {"num_cpus": 0.1, "max_batch_size": 1, "max_ongoing_requests": 1, "autoscaling": scaling}},
+        detectors={DELAY: {"slow_seconds": 0.5}},
+        ray={"app_prefix": "scale"},
+    )
+    runtime = MediaRayRuntime(config, BrandCatalog.from_names(["x"]), [DELAY]).start()
+    name = runtime.app_name(DELAY)
+
+    def running() -> int:
+        deployment = serve.status().applications[name].deployments[deployment_name(DELAY)]
+        return deployment.replica_states.get("RUNNING", 0)
+
+    try:
+        assert running() == 1
+        handle = serve.get_app_handle(name)
+        frames = np.zeros((1, 8, 8, 3), np.uint8)
+        deadline = time.monotonic() + 60
+        replies = []
+        while running() < 2 and time.monotonic() < deadline:  # a queue kept deep: even batches are slow
+            replies += [handle.remote(FrameBatch("s", 2 * k, frames, np.zeros(1), np.zeros(1, int))) for k in range(6)]
+            replies[-6].result(timeout_s=30)
+        assert running() == 2
+        assert all(r.result(timeout_s=60)[0].detections for r in replies)
+    finally:
+        runtime.stop()
