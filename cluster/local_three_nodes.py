@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -75,6 +76,14 @@ class LocalNodes:
         )
         log.close()
 
+    def logs(self, lines: int = 15) -> str:
+        """The last lines each `ray start` wrote."""
+        out = []
+        for tier in self.processes:
+            text = Path(self.temp_dir, f"ray-start-{tier}.log").read_text(errors="replace").splitlines()
+            out.append(f"-- {tier} (exit status {self.processes[tier].poll()}):\n" + "\n".join(text[-lines:]))
+        return "\n".join(out)
+
     def stop(self, grace_s: float = 60.0) -> None:
         """Workers first, then the head: SIGTERM lets each drain and end its own processes."""
         for tier in reversed(list(self.processes)):
@@ -103,15 +112,16 @@ class LocalNodes:
                     pass
 
 
-def _wait_for_nodes(count: int, deadline: float) -> list[dict]:
+def _wait_for_nodes(count: int, deadline: float, starting: subprocess.Popen) -> None:
+    """Until `count` nodes are alive; the `ray start` of the last one must not have ended."""
     import ray
 
     while True:
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        if len(nodes) >= count:
-            return nodes
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(nodes)} of {count} Ray nodes up")
+        alive = sum(1 for n in ray.nodes() if n["Alive"])
+        if alive >= count:
+            return
+        if starting.poll() is not None or time.monotonic() > deadline:
+            raise TimeoutError(f"{alive} of {count} Ray nodes up")
         time.sleep(0.5)
 
 
@@ -155,6 +165,7 @@ def run(config_path: str, num_cpus: int, timeout_s: float) -> dict:
     from media_ray.catalog import BrandCatalog
     from media_ray.config import MediaRayConfig
 
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the table is what this prints
     deadline = time.monotonic() + timeout_s
     config = MediaRayConfig.load(config_path)
     tiers = config.live.tiers
@@ -166,9 +177,13 @@ def run(config_path: str, num_cpus: int, timeout_s: float) -> dict:
     try:
         nodes.start(tiers[0], head=True)
         _connect(nodes.address, config.ray.namespace, deadline)
-        for tier in tiers[1:]:
+        for count, tier in enumerate(tiers[1:], start=2):
+            # one at a time: nodes of one machine that start together can miss their start-up window
             nodes.start(tier, head=False)
-        _wait_for_nodes(len(tiers), deadline)
+            try:
+                _wait_for_nodes(count, deadline, nodes.processes[tier])
+            except TimeoutError as e:
+                raise TimeoutError(f"{e}; the nodes said:\n{nodes.logs()}") from None
         auth = {"token": config.http.auth.token or secrets.token_urlsafe(24)}  # no token file for a demo
         config = config.model_copy(
             update={
@@ -214,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(result['nodes'])} nodes: " + ", ".join(f"{n[:12]} {label}" for n, label in result["nodes"].items()))
     for r in result["replicas"]:
         ok = "ok" if r["label"] == r["asked"] or r["asked"] is None else "NOT ON ITS LABEL"
-        print(f"{r['app']:<28} node {r['node_id'][:12]}  label {r['label']:<8} asked {r['asked']}  {ok}")
+        print(f"{r['app']:<28} node {r['node_id'][:12]}  label {r['label']!s:<8} asked {r['asked']}  {ok}")
     return 0
 
 

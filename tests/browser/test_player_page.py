@@ -323,3 +323,26 @@ def test_the_page_takes_the_stream_states_from_the_api_schema_and_the_box_scale_
     size = wait_for(page, "() => window.mediaRay.sourceSize", timeout_s=60)
     status = api.get(f"/api/streams/{sample_stream['id']}").json()
     assert size == [status["frame_width"], status["frame_height"]] == [640, 360]
+
+
+@pytest.mark.timeout(120)
+def test_a_brand_added_with_the_form_keeps_its_colour(page, app, api):
+    """The page's brand form sends the colour with the image: the API keeps it and the page's
+    list shows the brand in it."""
+    brand = f"form-{uuid.uuid4().hex[:6]}"
+    logo = Path(sample_part(app.sample, "logos")) / "acme.png"
+    page.fill('#add-brand [name="id"]', brand)
+    page.fill('#add-brand [name="name"]', "Form Brand")
+    page.fill('#add-brand [name="hex"]', "#1E963C")
+    page.set_input_files('#add-brand [name="image"]', str(logo))
+    page.click('#add-brand button[type="submit"]')
+    try:
+        item = page.locator(f'#brands li[data-id="{brand}"]')
+        item.wait_for(timeout=15_000)
+        swatch = item.locator(".swatch").evaluate("(e) => getComputedStyle(e).backgroundColor")
+        assert swatch == "rgb(30, 150, 60)"
+        listed = {b["id"]: b for b in api.get("/api/brands").json()}
+        assert listed[brand]["hex"] == "1E963C" and listed[brand]["has_image"]
+        assert listed[brand]["name"] == "Form Brand"
+    finally:
+        api.delete(f"/api/brands/{brand}")
