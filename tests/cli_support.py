@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 
 def media_ray(*args, cwd=None, timeout=300):
@@ -39,3 +40,24 @@ def read_frames(path):
             assert set(d) == {"label", "score", "box", "detector"} and 0 <= d["score"] <= 1
     assert [r["t"] for r in rows] == sorted(r["t"] for r in rows)
     return rows
+
+
+def wait_until(predicate, timeout_s: float, what: str):
+    """The first true value of `predicate()`, polled until `timeout_s` (then a failed assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def serve_healthy(base: str) -> bool:
+    """Whether a `media-ray serve` at `base` answers its health check."""
+    import httpx
+
+    try:
+        return httpx.get(f"{base}/api/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

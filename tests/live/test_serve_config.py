@@ -10,11 +10,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import yaml
+from cli_support import wait_until as _wait
 from conftest import TEST_TOKEN, free_port, source_policy_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,16 +26,6 @@ def _serve_command() -> list[str]:
     """Ray's `serve` command of this Python."""
     found = shutil.which("serve", path=os.path.dirname(sys.executable)) or shutil.which("serve")
     return [found] if found else [sys.executable, "-c", "from ray.serve.scripts import cli; cli()"]
-
-
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _all_running(base: str) -> dict | None:

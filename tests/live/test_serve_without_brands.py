@@ -7,30 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import yaml
+from cli_support import serve_healthy as _health
+from cli_support import wait_until as _wait
 from conftest import TEST_TOKEN, free_port, source_policy_for
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
-
-
-def _wait(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _health(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/api/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_serve_without_brands_starts_empty_and_takes_brands_with_their_colour(sample, tmp_path):
