@@ -61,6 +61,8 @@ def main() -> int:
     print(f"naive loop: {naive:.1f} s ({said})", flush=True)
     cold, said = timed([*analyze, "--out", str(work / "cold")], env)
     print(f"analyze, cold: {cold:.1f} s ({said})", flush=True)
+    bare, said = timed([*analyze, "--out", str(work / "bare")], {**env, "MEDIA_RAY_RAY__DASHBOARD": "false"})
+    print(f"analyze, cold, Ray dashboard off: {bare:.1f} s ({said})", flush=True)
 
     port = free_port()
     head = subprocess.Popen(
@@ -79,9 +81,9 @@ def main() -> int:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
     same = all((work / k / "frames.jsonl").read_bytes() == (work / "cold" / "frames.jsonl").read_bytes()
-               for k in ("first", "warm"))  # fmt: skip
+               for k in ("bare", "first", "warm"))  # fmt: skip
     print(
-        f"analyze / naive loop: cold {cold / naive:.2f}, running Ray first job {first / naive:.2f}, "
+        f"analyze / naive loop: cold {cold / naive:.2f} (dashboard off {bare / naive:.2f}), running Ray first job {first / naive:.2f}, "
         f"next job {warm / naive:.2f}; outputs identical: {same}"
     )
     return 0 if same else 1

@@ -57,6 +57,8 @@ def connect_ray(config: MediaRayConfig) -> ray.client_builder.BaseContext | None
     # (Ray itself warns when RAY_AUTH_MODE=disabled turns the token off)
     address = ray_address(config)
     local = address == "local"
+    if not local:
+        _token_auth_as_ray_start_does()
     if local:
         # the workers of a local Ray inherit this: glibc's default of 8 arenas a core lets
         # threads that pass frames around (decoders, OpenCV) hold freed memory for ever
@@ -76,6 +78,19 @@ def connect_ray(config: MediaRayConfig) -> ray.client_builder.BaseContext | None
     )
     _owner_only(Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token")))
     return context
+
+
+def _token_auth_as_ray_start_does() -> None:
+    """Joining a running Ray: turn token authentication on when a token is at hand and
+    RAY_AUTH_MODE is unset, as `ray start` does for the cluster itself (Ray 2.60's `ray.init` of
+    an address leaves it off, and the cluster then refuses the driver)."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray: its own rules apply
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def ray_address(config: MediaRayConfig) -> str:
@@ -214,7 +229,8 @@ class MediaRayRuntime:
         self.detectors = list(detectors)
         self.apps = plan_apps(config, self.detectors, tiers)
         self.keep_deployments = keep_deployments
-        self._started_ray = False
+        self._started_ray = False  # a local Ray of this runtime's own
+        self._joined_ray = False  # a running Ray (RAY_ADDRESS, `ray.address`) this runtime connected to
         self._ray_context: ray.client_builder.BaseContext | None = None
         self._deployed: list[str] = []
         self.reused: list[str] = []  # applications found running as this runtime would deploy them
@@ -234,7 +250,7 @@ class MediaRayRuntime:
     def metrics_url(self) -> str | None:
         """Where Prometheus scrapes the metrics of the local Ray this runtime started (a cluster's
         are on each node's metrics port)."""
-        if not self._started_ray or ray_address(self.config) != "local":
+        if not self._started_ray:
             return None
         here = ray.get_runtime_context().get_node_id()
         node = next((n for n in ray.nodes() if n["NodeID"] == here), None)
@@ -250,7 +266,9 @@ class MediaRayRuntime:
         stream then falls back to another tier)."""
         try:
             self._ray_context = connect_ray(self.config)
-            self._started_ray = self._ray_context is not None
+            connected = self._ray_context is not None
+            self._started_ray = connected and ray_address(self.config) == "local"
+            self._joined_ray = connected and not self._started_ray
             if http:
                 serve.start(http_options={"host": self.config.http.host, "port": self.config.http.port})
             else:
@@ -306,12 +324,13 @@ class MediaRayRuntime:
         return FileAnalysis(ingest, uri, duration_s, pipeline.ready_timeout_s, chain, pipeline.ingest_restarts)
 
     def stop(self) -> None:
-        if self._started_ray:
-            # the whole local Ray goes, Serve with it
-            ray.shutdown()
-        elif ray.is_initialized() and not self.keep_deployments:
+        if ray.is_initialized() and not self._started_ray and not self.keep_deployments:
             for name in self._deployed:
                 serve.delete(name)
+        if self._started_ray or self._joined_ray:
+            # a local Ray goes whole, Serve with it; from a joined one this only disconnects
+            ray.shutdown()
+        self._started_ray = self._joined_ray = False
         self._deployed.clear()
 
     def __enter__(self) -> MediaRayRuntime:
