@@ -83,7 +83,8 @@ def main() -> int:
     same = all((work / k / "frames.jsonl").read_bytes() == (work / "cold" / "frames.jsonl").read_bytes()
                for k in ("bare", "first", "warm"))  # fmt: skip
     print(
-        f"analyze / naive loop: cold {cold / naive:.2f} (dashboard off {bare / naive:.2f}), running Ray first job {first / naive:.2f}, "
+        f"analyze / naive loop: cold {cold / naive:.2f} (dashboard off {bare / naive:.2f}), "
+        f"running Ray first job {first / naive:.2f}, "
         f"next job {warm / naive:.2f}; outputs identical: {same}"
     )
     return 0 if same else 1
