@@ -93,12 +93,12 @@ class ReferenceParams(DetectorParams):
         "costs more than finding them)",
     )
     ratio: float = Field(
-        0.75,
+        0.8,
         gt=0.0,
         le=1.0,
-        description="Lowe's ratio: a match counts when its distance is below "
-        "this times the distance to the nearest keypoint of "
-        "another brand",
+        description="Lowe's ratio (0.8, his paper's): a match counts when its distance is below "
+        "this times the distance to the nearest keypoint of another brand; the homography "
+        "checks, not a stricter ratio, keep the precision",
     )
     neighbours: int = Field(4, ge=1, description="nearest reference keypoints searched for the ratio test's rival")
     ransac_reproj_px: float = Field(5.0, gt=0.0, description="RANSAC reprojection threshold at the working resolution")
