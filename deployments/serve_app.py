@@ -51,6 +51,12 @@ class MediaRayArgs(BaseModel):
 class DetectorAppArgs(MediaRayArgs):
     detector: str = Field(description="a detector name, or `module:Class`")
     tier: str | None = Field(None, description="the tier of a tiered detector (placed on that tier's nodes)")
+    sharing: int = Field(
+        1,
+        ge=1,
+        description="detector replicas that share a node's cores with this one's, where the placement "
+        "reserves a fraction of a CPU and sets no `threads` (each then takes cores / sharing threads)",
+    )
 
 
 class ApiAppArgs(MediaRayArgs):
@@ -119,4 +125,4 @@ def build_api_app(args: ApiAppArgs) -> serve.Application:
 def build_detector_app(args: DetectorAppArgs) -> serve.Application:
     """`import_path: deployments.serve_app:build_detector_app` (no route: called by handle)."""
     config, catalog = load_settings(args)
-    return detector_app(args.detector, catalog, config, args.tier)
+    return detector_app(args.detector, catalog, config, args.tier, sharing=args.sharing)

@@ -72,9 +72,17 @@ class PlacementConfig(BaseModel):
     threads: int = Field(
         0,
         ge=0,
-        description="compute threads of a replica (torch, OpenCV); 0: all cores "
-        "of its node. Lower it where many replicas share a node",
+        description="compute threads of a replica (torch, OpenCV); 0: the CPUs it reserves "
+        "when `num_cpus` is 1 or more, else its node's cores shared among the detector replicas "
+        "deployed together",
     )
+
+    def packed_replicas(self) -> int:
+        """Replicas of this placement that share whatever node they land on (a fraction of a
+        CPU reserved each): the ones started, before any autoscaling."""
+        if self.num_cpus >= 1:
+            return 0
+        return max(self.autoscaling.min_replicas, 1) if self.autoscaling is not None else self.replicas
 
     def ray_actor_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}

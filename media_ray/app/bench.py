@@ -84,13 +84,50 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def run_live_bench(args: argparse.Namespace) -> int:
     """Live latency: 1 and N simultaneous streams played as live, frame arrival at the ingest
-    to its record on the WebSocket, with a random CLIP of the size asked for."""
-    import json
-    import socket
-    import threading
+    to its record on the WebSocket, with a random CLIP of the size asked for or the weight-free
+    default set (`--detectors default`); then the most streams held with p95 under 2 s and
+    no frame dropped. Autoscaling is the config's (`placement.NAME.autoscaling`)."""
+    with tempfile.TemporaryDirectory(prefix="media-ray-live-bench-") as tmp:
+        config, video, catalog, names = _live_bench_setup(args, Path(tmp))
+        scaling = {n: config.placement_for(n).autoscaling for n in names}
+        what = f"random CLIP {args.preset}" if names == ["clip"] else "+".join(names)
+        print(
+            f"video {video}, {args.fps:g} frames/s per stream, {what}, {len(catalog)} brands; autoscaling "
+            + (", ".join(f"{n} {a.min_replicas}-{a.max_replicas} replicas" for n, a in scaling.items() if a) or "off")
+            + "; latency = frame arrival at the ingest -> record on the WebSocket"
+        )
 
-    import httpx
-    from websockets.sync.client import connect
+        from ray import serve
+
+        from media_ray.app.live_service import LiveService
+        from media_ray.topology import app_name
+
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        held = 0
+        with LiveService(config, catalog, names) as service:
+            apps = {n: app_name(config.ray.app_prefix, n) for n in names}
+            handles = [serve.get_app_handle(a) for a in apps.values()]
+            for n in args.streams:
+                run = _play_live(service.url, handles, video, n, args.seconds * 4 + 120)
+                running = serve.status().applications
+                replicas = ", ".join(
+                    f"{n_}: {sum(d.replica_states.get('RUNNING', 0) for d in running[a].deployments.values())}"
+                    for n_, a in apps.items()
+                )
+                print(
+                    f"{n} stream(s): latency p50 {run['p50']:.2f} s, p95 {run['p95']:.2f} s; "
+                    f"{run['analysed']} frames analysed, {run['dropped']} dropped; "
+                    f"mean batch {run['mean_batch']:.1f} frames per model call; replicas {replicas}"
+                )
+                if run["p95"] < 2.0 and run["dropped"] == 0 and run["analysed"]:
+                    held = max(held, n)
+    print(f"held with p95 < 2 s and no frame dropped: {held} stream(s) at {args.fps:g} frames/s")
+    return 0
+
+
+def _live_bench_setup(args: argparse.Namespace, tmp: Path):
+    """The config, video, catalogue and detector names of a live benchmark."""
+    import socket
 
     from media_ray.random_clip_model import write_random_clip_model
 
@@ -99,79 +136,80 @@ def run_live_bench(args: argparse.Namespace) -> int:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
 
-    with tempfile.TemporaryDirectory(prefix="media-ray-live-bench-") as tmp:
-        tmp = Path(tmp)
-        video = args.video or str(make_bench_clip(tmp, args.seconds))
-        catalog = BrandCatalog.from_folder(write_catalog(tmp / "logos", numbered_brands(10)))
-        model_dir = write_random_clip_model(tmp / "clip-model", args.preset)
-        config = MediaRayConfig.load(args.config)
-        config.detectors.clip.model = str(model_dir)
-        config.http.port = free_port()
-        config.live.sampling.fps = args.fps
-        config.live.sampling.batch_size = 1
-        first = free_port()
-        config.live.rtmp_ports = (first, first)
-        if "://" not in video:  # the streams play this file: its folder is a media root (a URL: as configured)
-            video = str(Path(video).resolve())
-            config.live.policy.media_roots = [*config.live.policy.media_roots, str(Path(video).parent)]
+    video = args.video or str(make_bench_clip(tmp, args.seconds))
+    catalog = BrandCatalog.from_folder(write_catalog(tmp / "logos", numbered_brands(10)))
+    config = MediaRayConfig.load(args.config)
+    config.detectors.clip.model = str(write_random_clip_model(tmp / "clip-model", args.preset))
+    config.http.port = free_port()
+    config.live.sampling.fps = args.fps
+    config.live.sampling.batch_size = 1
+    first = free_port()
+    config.live.rtmp_ports = (first, first)
+    if "://" not in video:  # the streams play this file: its folder is a media root (a URL: as configured)
+        video = str(Path(video).resolve())
+        config.live.policy.media_roots = [*config.live.policy.media_roots, str(Path(video).parent)]
+    if args.detectors == "default":
+        from media_ray.detectors import default_set
+
+        names = [n for n in default_set(config.params_for)[0] if n != "clip"]
+    else:
+        names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+    for name in names:  # batches across streams
         config.placement.setdefault(
-            "clip",
-            config.placement_for("clip").model_copy(update={"max_batch_size": 8, "batch_wait_timeout_s": 0.05}),
+            name,
+            config.placement_for(name).model_copy(update={"max_batch_size": 8, "batch_wait_timeout_s": 0.05}),
         )
-        print(
-            f"video {video}, {args.fps:g} frames/s per stream, random CLIP {args.preset}, "
-            f"{len(catalog)} brands; latency = frame arrival at the ingest -> record on the WebSocket"
-        )
+    return config, video, catalog, names
 
-        from media_ray.app.live_service import LiveService
-        from media_ray.topology import app_name
 
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        from ray import serve
+def _play_live(base: str, handles: list, video: str, n: int, timeout_s: float) -> dict:
+    """`n` streams of `video` played as live and followed on their WebSockets to the end: their
+    latencies (p50, p95), frames analysed and dropped, and frames per detector call."""
+    import json
+    import threading
 
-        with LiveService(config, catalog, ["clip"]) as service:
-            clip_app = serve.get_app_handle(app_name(config.ray.app_prefix, "clip"))
-            ws_base = service.url.replace("http://", "ws://")
-            for n in args.streams:
-                before = clip_app.stats.remote().result()
-                latencies: list[float] = []
-                lock = threading.Lock()
-                ids = [
-                    httpx.post(
-                        f"{service.url}/api/streams", json={"source": video, "name": f"s{i}"}, timeout=60
-                    ).json()["id"]
-                    for i in range(n)
-                ]
+    import httpx
+    from websockets.sync.client import connect
 
-                def follow(sid: str, lock=lock, latencies=latencies) -> None:
-                    with connect(f"{ws_base}/ws/streams/{sid}", open_timeout=10) as ws:
-                        while True:
-                            try:
-                                record = json.loads(ws.recv(timeout=2.0))
-                            except TimeoutError:
-                                state = httpx.get(f"{service.url}/api/streams/{sid}", timeout=60).json()["state"]
-                                if state in ("ended", "failed"):
-                                    return
-                                continue
-                            with lock:
-                                latencies.append(time.time() - record["arrival"])
+    def stats() -> tuple[int, int]:
+        figures = [h.stats.remote().result() for h in handles]
+        return sum(f["calls"] for f in figures), sum(f["frames"] for f in figures)
 
-                threads = [threading.Thread(target=follow, args=(sid,)) for sid in ids]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join(timeout=args.seconds * 4 + 120)
-                statuses = [httpx.get(f"{service.url}/api/streams/{sid}", timeout=60).json() for sid in ids]
-                after = clip_app.stats.remote().result()
-                calls = after["calls"] - before["calls"]
-                mean_batch = (after["frames"] - before["frames"]) / calls if calls else float("nan")
-                dropped = sum(s["frames_dropped"] for s in statuses)
-                analysed = sum(s["frames_analysed"] for s in statuses)
-                print(
-                    f"{n} stream(s): latency p50 {percentile(latencies, 0.5):.2f} s, "
-                    f"p95 {percentile(latencies, 0.95):.2f} s; {analysed} frames analysed, "
-                    f"{dropped} dropped; mean batch {mean_batch:.1f} frames per model call"
-                )
-                for sid in ids:
-                    httpx.delete(f"{service.url}/api/streams/{sid}", timeout=60)
-    return 0
+    calls_before, frames_before = stats()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    ids = [
+        httpx.post(f"{base}/api/streams", json={"source": video, "name": f"s{i}"}, timeout=60).json()["id"]
+        for i in range(n)
+    ]
+    ws_base = base.replace("http://", "ws://")
+
+    def follow(sid: str) -> None:
+        with connect(f"{ws_base}/ws/streams/{sid}", open_timeout=10) as ws:
+            while True:
+                try:
+                    record = json.loads(ws.recv(timeout=2.0))
+                except TimeoutError:
+                    if httpx.get(f"{base}/api/streams/{sid}", timeout=60).json()["state"] in ("ended", "failed"):
+                        return
+                    continue
+                with lock:
+                    latencies.append(time.time() - record["arrival"])
+
+    threads = [threading.Thread(target=follow, args=(sid,)) for sid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout_s)
+    statuses = [httpx.get(f"{base}/api/streams/{sid}", timeout=60).json() for sid in ids]
+    calls_after, frames_after = stats()
+    for sid in ids:
+        httpx.delete(f"{base}/api/streams/{sid}", timeout=60)
+    calls = calls_after - calls_before
+    return {
+        "p50": percentile(latencies, 0.5),
+        "p95": percentile(latencies, 0.95),
+        "analysed": sum(s["frames_analysed"] for s in statuses),
+        "dropped": sum(s["frames_dropped"] for s in statuses),
+        "mean_batch": (frames_after - frames_before) / calls if calls else float("nan"),
+    }

@@ -625,6 +625,11 @@ def parser() -> argparse.ArgumentParser:
     bl.add_argument("--fps", type=float, default=2.0, help="frames analysed per second of each stream")
     bl.add_argument("--streams", type=int, nargs="+", default=[1, 4], help="simultaneous streams per run")
     bl.add_argument("--preset", default="vit-b-32", help="random CLIP size: vit-b-32 or tiny")
+    bl.add_argument(
+        "--detectors",
+        default="clip",
+        help="comma-separated detector names, or `default` for the weight-free default set (default: clip)",
+    )
     bl.add_argument("--config", help="YAML configuration file")
     bl.set_defaults(func=cmd_bench_live)
 

@@ -275,9 +275,10 @@ class MediaRayRuntime:
                 serve.start(proxy_location="Disabled")
             prints = {a.name: self._fingerprint(a.detector, a.tier) for a in self.apps}
             self.reused = [] if self._started_ray else [n for n, fp in prints.items() if _running_as(n, fp)]
+            sharing = sum(self.config.placement_for(a.detector, a.tier).packed_replicas() for a in self.apps)
             targets = [
                 serve.RunTarget(
-                    detector_app(a.detector, self.catalog, self.config, a.tier, prints[a.name]),
+                    detector_app(a.detector, self.catalog, self.config, a.tier, prints[a.name], sharing),
                     name=a.name,
                     route_prefix=None,
                 )

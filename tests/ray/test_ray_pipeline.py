@@ -127,3 +127,23 @@ def test_a_detector_with_autoscaling_adds_a_replica_while_its_queue_stays_deep(l
         assert all(r.result(timeout_s=60)[0].detections for r in replies)
     finally:
         runtime.stop()
+
+
+def test_replicas_packed_on_a_node_share_its_cores_and_one_reserving_whole_cpus_computes_on_those(local_ray):
+    from media_ray.detectors import usable_cores
+
+    config = MediaRayConfig(
+        placement={"default": {"num_cpus": 0.25}, "shape": {"num_cpus": 1}},
+        ray={"app_prefix": "threads"},
+    )
+    runtime = MediaRayRuntime(config, BrandCatalog.from_names(["x"]), ["visual", "reference", "shape"]).start()
+    try:
+        threads = {
+            name: serve.get_app_handle(runtime.app_name(name)).stats.remote().result()["threads"]
+            for name in ("visual", "reference", "shape")
+        }
+    finally:
+        runtime.stop()
+    cores = len(usable_cores())
+    # visual and reference reserve a quarter CPU each: they split the node's cores; shape has one CPU
+    assert threads == {"visual": max(1, cores // 2), "reference": max(1, cores // 2), "shape": 1}
