@@ -108,7 +108,7 @@ def run_live_bench(args: argparse.Namespace) -> int:
             apps = {n: app_name(config.ray.app_prefix, n) for n in names}
             handles = [serve.get_app_handle(a) for a in apps.values()]
             for n in args.streams:
-                run = _play_live(service.url, handles, video, n, args.seconds * 4 + 120)
+                run = _play_live(service.url, service.token.token, handles, video, n, args.seconds * 4 + 120)
                 running = serve.status().applications
                 replicas = ", ".join(
                     f"{n_}: {sum(d.replica_states.get('RUNNING', 0) for d in running[a].deployments.values())}"
@@ -162,7 +162,7 @@ def _live_bench_setup(args: argparse.Namespace, tmp: Path):
     return config, video, catalog, names
 
 
-def _play_live(base: str, handles: list, video: str, n: int, timeout_s: float) -> dict:
+def _play_live(base: str, token: str, handles: list, video: str, n: int, timeout_s: float) -> dict:
     """`n` streams of `video` played as live and followed on their WebSockets to the end: their
     latencies (p50, p95), frames analysed and dropped, and frames per detector call."""
     import json
@@ -176,21 +176,23 @@ def _play_live(base: str, handles: list, video: str, n: int, timeout_s: float) -
         return sum(f["calls"] for f in figures), sum(f["frames"] for f in figures)
 
     calls_before, frames_before = stats()
+    headers = {"Authorization": f"Bearer {token}"}
+    http = httpx.Client(base_url=base, headers=headers, timeout=60)
     latencies: list[float] = []
     lock = threading.Lock()
     ids = [
-        httpx.post(f"{base}/api/streams", json={"source": video, "name": f"s{i}"}, timeout=60).json()["id"]
+        http.post("/api/streams", json={"source": video, "name": f"s{i}"}).raise_for_status().json()["id"]
         for i in range(n)
     ]
     ws_base = base.replace("http://", "ws://")
 
     def follow(sid: str) -> None:
-        with connect(f"{ws_base}/ws/streams/{sid}", open_timeout=10) as ws:
+        with connect(f"{ws_base}/ws/streams/{sid}", open_timeout=10, additional_headers=headers) as ws:
             while True:
                 try:
                     record = json.loads(ws.recv(timeout=2.0))
                 except TimeoutError:
-                    if httpx.get(f"{base}/api/streams/{sid}", timeout=60).json()["state"] in ("ended", "failed"):
+                    if http.get(f"/api/streams/{sid}").json()["state"] in ("ended", "failed"):
                         return
                     continue
                 with lock:
@@ -201,10 +203,11 @@ def _play_live(base: str, handles: list, video: str, n: int, timeout_s: float) -
         t.start()
     for t in threads:
         t.join(timeout=timeout_s)
-    statuses = [httpx.get(f"{base}/api/streams/{sid}", timeout=60).json() for sid in ids]
+    statuses = [http.get(f"/api/streams/{sid}").json() for sid in ids]
     calls_after, frames_after = stats()
     for sid in ids:
-        httpx.delete(f"{base}/api/streams/{sid}", timeout=60)
+        http.delete(f"/api/streams/{sid}")
+    http.close()
     calls = calls_after - calls_before
     return {
         "p50": percentile(latencies, 0.5),
