@@ -219,6 +219,7 @@ class LiveIngest:
                 [f.index for f in frames],
                 [f.arrival for f in frames],
                 catalog_version=self.catalog_version,
+                live=True,
             )
             if self.config.shots.enabled:
                 batch = dataclasses.replace(batch, cuts=self.shots.flags(batch.frames))

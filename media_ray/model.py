@@ -36,6 +36,10 @@ class FrameBatch:
     catalog_version: str = ""
     #: one flag per frame, True where a frame starts a new shot; empty when not known
     cuts: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    #: frames of a live stream, sent batch after batch: a detector may carry what it saw in the
+    #: stream's previous batch (`seq` - 1) into this one. A file's batches stand alone, so its
+    #: results do not depend on which replica took which batch
+    live: bool = False
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
@@ -63,6 +67,7 @@ class FrameBatch:
         indices: list[int],
         arrival: list[float] | None = None,
         catalog_version: str = "",
+        live: bool = False,
     ) -> FrameBatch:
         return cls(
             stream_id=stream_id,
@@ -72,6 +77,7 @@ class FrameBatch:
             indices=np.asarray(indices, dtype=np.int64),
             arrival=np.asarray(arrival if arrival is not None else [], dtype=np.float64),
             catalog_version=catalog_version,
+            live=live,
         )
 
 

@@ -14,7 +14,9 @@ Reading costs about 0.6 s a 1280x720 frame on two CPU cores, so a batch is read 
 *key frames*: its first frame, the first frame of each shot (`FrameBatch.cuts`), and one
 every `read_every_s` seconds of video (2 by default). On the frames between, each name read is followed by
 template matching of its box (normalised cross-correlation in a window around it), and kept
-only while it matches; a cut ends it. So it is in the default set wherever RapidOCR is
+only while it matches; a cut ends it. A live stream's batches (`FrameBatch.live`, one frame
+each, for latency) go on from the stream's previous batch when this detector took it, so a
+live stream is read every `read_every_s` too, not at every frame. So it is in the default set wherever RapidOCR is
 installed (the `ocr` extra).
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -107,6 +110,20 @@ class _Name:
     key: str  # letters and digits, case folded
 
 
+@dataclass
+class _LiveState:
+    """Where a live stream's last batch left its names: followed into the next batch."""
+
+    seq: int
+    read_at: float
+    found: list[Found]
+    gray: np.ndarray
+
+
+#: live streams whose last names a detector keeps (the oldest forgotten first)
+_LIVE_STREAMS_KEPT = 256
+
+
 def _key(text: str) -> str:
     return re.sub(r"[\W_]+", "", text.casefold())
 
@@ -131,6 +148,7 @@ class OcrDetector(Detector):
         except ImportError as e:
             raise DetectorError(f"the ocr detector needs rapidocr-onnxruntime: {e}") from None
         self._make_engine = RapidOCR
+        self._live: OrderedDict[str, _LiveState] = OrderedDict()
         self._engine = None
         self._engine_threads = 0
         self._build(catalog)
@@ -222,10 +240,14 @@ class OcrDetector(Detector):
         follow: list[Found] = []
         gray_before: np.ndarray | None = None
         read_at = -np.inf
+        before = self._live.pop(batch.stream_id, None) if batch.live else None
+        if before is not None and before.seq == batch.seq - 1:
+            follow, gray_before, read_at = before.found, before.gray, before.read_at
         for k, (rgb, result) in enumerate(zip(batch.frames, results)):
             t = float(batch.times[k])
             gray, scale = to_working(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), self.params.follow_long_side)
-            if k == 0 or cuts[k] or t - read_at >= self.params.read_every_s - 1e-6:
+            fresh = gray_before is None or gray_before.shape != gray.shape or cuts[k]
+            if fresh or t - read_at >= self.params.read_every_s - 1e-6:
                 found = self.detect_frame(rgb)
                 read_at = t
             else:
@@ -233,6 +255,10 @@ class OcrDetector(Detector):
                 found = [f for f in (self._follow(f, gray_before, gray, scale) for f in follow) if f is not None]
             follow, gray_before = found, gray
             result.detections = [self.detection(f.label, f.score, f.box, batch.size) for f in found]
+        if batch.live and gray_before is not None:
+            self._live[batch.stream_id] = _LiveState(batch.seq, read_at, follow, gray_before)
+            while len(self._live) > _LIVE_STREAMS_KEPT:
+                self._live.popitem(last=False)
         return results
 
     def _follow(self, f: Found, before: np.ndarray, now: np.ndarray, scale: float) -> Found | None:

@@ -151,3 +151,55 @@ def test_the_box_is_the_brands_whole_mark_laid_out_around_its_name(tmp_path):
     [word] = create("ocr", catalog, {"mark_box": False}).detect(batch)[0].detections
     assert iou(word.box, mark) < 0.5  # the word alone is not the mark
     assert create("ocr", catalog).detect(batch)[1].detections == []
+
+
+def _counting_reads(detector):
+    """The detector, with a count of the frames it reads (the rest are followed)."""
+    reads = []
+    read = detector.detect_frame
+
+    def counted(rgb):
+        reads.append(1)
+        return read(rgb)
+
+    detector.detect_frame = counted
+    return reads
+
+
+def _one_frame_batches(frames, times, live: bool, cuts=None, stream="cam", first_seq=0):
+    for k, (frame, t) in enumerate(zip(frames, times)):
+        batch = FrameBatch.stack(stream, first_seq + k, [frame], [t], [k], live=live)
+        yield dataclasses.replace(batch, cuts=np.array([bool(cuts[k]) if cuts else k == 0]))
+
+
+def test_a_live_stream_sent_a_frame_a_batch_is_read_every_few_seconds_and_followed_between(catalog):
+    moving, boxes = _shot(5, "GLOBEX", [(420, 380), (432, 384), (444, 388), (456, 392)])
+    gone, _ = _shot(5, None, [(0, 0)])  # the same shot, the name painted over
+    frames, times = moving + gone, [0.0, 0.5, 1.0, 1.5, 2.0]
+    detector = create("ocr", catalog, {"read_every_s": 10.0})
+    reads = _counting_reads(detector)
+    results = [detector.detect(b)[0] for b in _one_frame_batches(frames, times, live=True)]
+    assert len(reads) == 1  # the first frame; the next three follow the name, the last loses it
+    for result, box in zip(results[:4], boxes):
+        [d] = result.detections
+        assert d.label == "globex" and iou(d.box, box) >= 0.5
+    assert results[4].detections == []
+
+
+def test_a_cut_a_gap_in_the_batches_or_a_file_makes_the_next_frame_read_again(catalog):
+    frames, _ = _shot(5, "GLOBEX", [(420, 380), (432, 384), (444, 388)])
+    times = [0.0, 0.5, 1.0]
+    for live, cuts, reads_wanted in ((True, [True, True, False], 2), (False, None, 3)):
+        detector = create("ocr", catalog, {"read_every_s": 10.0})
+        reads = _counting_reads(detector)
+        for b in _one_frame_batches(frames, times, live=live, cuts=cuts):
+            [d] = detector.detect(b)[0].detections
+            assert d.label == "globex"
+        assert len(reads) == reads_wanted, (live, cuts)
+    # a batch that does not follow the stream's last one (another replica took those) is read
+    detector = create("ocr", catalog, {"read_every_s": 10.0})
+    reads = _counting_reads(detector)
+    batches = list(_one_frame_batches(frames, times, live=True))
+    detector.detect(batches[0])
+    detector.detect(batches[2])
+    assert len(reads) == 2
