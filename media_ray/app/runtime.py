@@ -59,7 +59,7 @@ def connect_ray(config: MediaRayConfig) -> ray.client_builder.BaseContext | None
     local = address == "local"
     if not local:
         _token_auth_as_ray_start_does()
-    if local:
+    else:
         # the workers of a local Ray inherit this: glibc's default of 8 arenas a core lets
         # threads that pass frames around (decoders, OpenCV) hold freed memory for ever
         os.environ.setdefault("MALLOC_ARENA_MAX", str(config.ray.malloc_arenas))

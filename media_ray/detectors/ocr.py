@@ -148,7 +148,6 @@ class OcrDetector(Detector):
         except ImportError as e:
             raise DetectorError(f"the ocr detector needs rapidocr-onnxruntime: {e}") from None
         self._make_engine = RapidOCR
-        self._live: OrderedDict[str, _LiveState] = OrderedDict()
         self._engine = None
         self._engine_threads = 0
         self._build(catalog)
@@ -181,6 +180,8 @@ class OcrDetector(Detector):
 
     def _build(self, catalog: BrandCatalog) -> None:
         p = self.params
+        # names followed from a live stream's last batch are of the catalogue they were read with
+        self._live: OrderedDict[str, _LiveState] = OrderedDict()
         self._names = [_Name(b.id, _key(n)) for b in catalog for n in b.names if len(_key(n)) >= p.min_name_length]
         #: the mark's bounds around its name, in units of the name's box: (left, top, right, bottom)
         self._layouts: dict[str, Box] = {}
