@@ -392,16 +392,14 @@ class ShapeDetector(Detector):
             ok = (change <= p.max_aspect_change) & (change >= 1.0 / p.max_aspect_change)
             if not ok.any():
                 continue
-            vectors = s.vectors[ok]
-            sims = vectors @ vec
+            # every rendering correlated, those of an implausible aspect left out after: a
+            # matrix-vector product costs less than copying the rows it would skip
+            sims = np.where(ok, s.vectors @ vec, -np.inf)
             top = int(sims.argmax())
             if sims[top] >= best_sim:
                 best, best_sim = s, float(sims[top])
-            close += [
-                (float(sims[i]), s, vectors[i])
-                for i in np.argsort(-sims)[: p.refine_candidates]
-                if sims[i] >= p.refine_floor
-            ]
+            best_first = [top] if p.refine_candidates == 1 else np.argsort(-sims)[: p.refine_candidates]
+            close += [(float(sims[i]), s, s.vectors[i]) for i in best_first if sims[i] >= p.refine_floor]
         if best is not None:
             # a blob that happens to correlate with a mark looks far plainer than the mark
             if plain_similarity(crop, p.template_size) > max(best.plain + p.plain_margin, p.plain_floor):
@@ -437,11 +435,13 @@ class ShapeDetector(Detector):
         X0, Y0, X1, Y1 = max(0, x0 - 2 * r), max(0, y0 - 2 * r), min(W, x1 + 2 * r), min(H, y1 + 2 * r)
         inside = np.zeros((Y1 - Y0, X1 - X0), np.uint8)
         inside[y0 - Y0 : y1 - Y0, x0 - X0 : x1 - X0] = region
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        kernel = disk(r)
         near = cv2.dilate(inside, kernel)
         ring = (cv2.dilate(near, kernel) > 0) & (near == 0)
         if not ring.any():
             return True
         patch = lab[Y0:Y1, X0:X1]
-        contrast = np.linalg.norm(patch[inside > 0].mean(0) - patch[ring].mean(0))
+        mean_in = cv2.mean(patch, mask=inside)[:3]
+        mean_ring = cv2.mean(patch, mask=ring.view(np.uint8))[:3]
+        contrast = np.linalg.norm(np.subtract(mean_in, mean_ring))
         return bool(contrast >= p.min_ring_contrast)

@@ -9,6 +9,7 @@ small square, zero mean and unit norm) is what frame regions are compared by, in
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -151,8 +152,10 @@ def parts(mask: np.ndarray, share: float) -> int:
     return int((stats[1:, cv2.CC_STAT_AREA] >= share * max(1, stats[1:, cv2.CC_STAT_AREA].sum())).sum())
 
 
+@functools.lru_cache(maxsize=32)
 def disk(radius: int) -> np.ndarray:
-    """A filled disk of the radius, as a structuring element."""
+    """A filled disk of the radius, as a structuring element (made once a radius: OpenCV
+    only reads it)."""
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
@@ -162,10 +165,11 @@ def to_lab(rgb: np.ndarray) -> np.ndarray:
 
 
 def crop_to_bounds(mask: np.ndarray) -> np.ndarray | None:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    """The mask cut to the bounds of its nonzero pixels (None when it has none)."""
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8) if mask.dtype == np.bool_ else mask)
+    if w == 0 or h == 0:
         return None
-    return mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    return mask[y : y + h, x : x + w]
 
 
 def normalised(crop: np.ndarray, size: int) -> np.ndarray | None:

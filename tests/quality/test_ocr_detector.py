@@ -89,6 +89,31 @@ def test_is_in_the_default_set_where_rapidocr_is_installed():
     assert detector_class("ocr").unavailable_reason(parse_params("ocr", {})) is None
 
 
+def test_the_engine_runs_its_models_with_onnx_runtimes_memory_arena_and_reads_the_same(catalog, scene):
+    """RapidOCR makes its sessions with the arena off; the detector makes them again with it
+    on (faster, measured), and the sessions still read what they read before."""
+    import onnxruntime as ort
+
+    detector = create("ocr", catalog)
+    engine = detector._reader()
+    sessions = [
+        holder.session
+        for holder in (engine.text_det.infer, engine.text_rec.session)
+        if isinstance(holder.session, ort.InferenceSession)
+    ]
+    assert len(sessions) == 2
+    assert all(s.get_session_options().enable_cpu_mem_arena for s in sessions)
+    frame = scene["frames"][0]
+    with_arena = engine(frame)[0]
+    plain = detector._make_engine(
+        intra_op_num_threads=1, inter_op_num_threads=1, det_limit_side_len=960, det_limit_type="max"
+    )
+    assert not plain.text_det.infer.session.get_session_options().enable_cpu_mem_arena
+    without = plain(frame)[0]
+    assert [line[1] for line in with_arena] == [line[1] for line in without]
+    assert any("GLOBEX" in line[1] for line in with_arena)
+
+
 def _shot(seed: int, text: str | None, origins: list[tuple[int, int]]):
     """Frames of one shot: the same background, the name written at each origin in turn."""
     frames, boxes = [], []
