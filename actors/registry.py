@@ -155,7 +155,7 @@ class StreamRegistry:
         ingest = LiveIngest.options(
             **self.config.placement_for("ingest").ray_actor_options(),
             max_concurrency=self.config.live.ingest_concurrency,
-        ).remote(status, uri, self.config, self._handles(detectors, tier), self._catalog, hls_dir)
+        ).remote(status, uri, self.config, self._handles(detectors, tier), self._catalog.names_only(), hls_dir)
         self.ingests[sid] = ingest
         self.statuses[sid] = status
         self.uris[sid] = uri  # a restart of an ingest that dies at once reads the same source
@@ -349,7 +349,7 @@ class StreamRegistry:
             self.uris[sid],
             self.config,
             self._handles(again.detectors, again.tier),
-            self._catalog,
+            self._catalog.names_only(),
             None if again.kind == "webcam" else str(self.hls_root / sid),
             resume,
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -182,6 +182,14 @@ class BrandCatalog:
 
     def with_images(self) -> list[Brand]:
         return [b for b in self.brands if b.image is not None]
+
+    def names_only(self) -> BrandCatalog:
+        """The brands without their reference images, under this catalogue's version: what a
+        stage chain needs (names for its report), light to send to an ingest actor for every
+        file or stream rather than every reference image again."""
+        light = BrandCatalog([replace(b, image=None, images=()) for b in self.brands])
+        light.version = self.version
+        return light
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> BrandCatalog:

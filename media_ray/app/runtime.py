@@ -320,7 +320,7 @@ class MediaRayRuntime:
         pipeline = self.config.pipeline
         ingest = StreamIngest.options(
             **self.config.placement_for("ingest").ray_actor_options(), max_restarts=pipeline.ingest_restarts
-        ).remote(stream_id, uri, self.config, handles, self.catalog)
+        ).remote(stream_id, uri, self.config, handles, self.catalog.names_only())
         chain = StageChain.for_files(self.config, self.catalog)
         return FileAnalysis(ingest, uri, duration_s, pipeline.ready_timeout_s, chain, pipeline.ingest_restarts)
 

@@ -85,3 +85,17 @@ def test_the_api_listing_counts_a_folder_brands_references(tmp_path):
     _write(tmp_path / "acme" / "b.png", _mark(20))
     listing = MediaRayAPI.func_or_class._brand_json(BrandCatalog.from_folder(tmp_path)["acme"])
     assert listing["has_image"] and listing["images"] == 2
+
+
+def test_names_only_keeps_what_a_stage_chain_reports_under_the_same_version(tmp_path):
+    for k in range(3):
+        _write(tmp_path / "acme" / f"{k}.png", _mark(40 * k + 10, (200, 300)))
+    _write(tmp_path / "globex.png", _mark(90, (200, 300)))
+    (tmp_path / "brands.json").write_text(json.dumps([{"id": "acme", "name": "ACME", "aliases": ["Acme Co"]}]))
+    catalog = BrandCatalog.from_folder(tmp_path)
+    light = catalog.names_only()
+    assert light.version == catalog.version
+    assert [(b.id, b.name, b.aliases) for b in light] == [(b.id, b.name, b.aliases) for b in catalog]
+    assert all(b.image is None and b.images == () for b in light)
+    assert len(pickle.dumps(light)) * 100 < len(pickle.dumps(catalog))
+    assert len(catalog["acme"].images) == 3  # the catalogue itself keeps its images
