@@ -8,7 +8,11 @@ is the part of the line's box that the name takes (by its share of the line's ch
 grown to the brand's whole mark as its reference image lays it out around the name
 (`mark_box`): the name under an emblem, the word inside a swoosh. Each reference is read once
 when the detector is built; a brand whose name is not read there, or whose mark would grow
-the word's box more than `max_mark_growth` times, keeps the word's box.
+the word's box more than `max_mark_growth` times, keeps the word's box. A mark much larger
+than its name (`layout_check_growth`) is boxed only where it is seen laid out so: its own
+keypoints beyond the name found where the layout puts them (`media_ray.detectors.ocr_layout`);
+elsewhere (another design, the name alone on a sign or a can) the name is reported without a
+box, which counts for presence and exposure but claims no place on the screen.
 
 Reading costs about 0.6 s a 1280x720 frame on two CPU cores, so a batch is read only on its
 *key frames*: its first frame, the first frame of each shot (`FrameBatch.cuts`), and one
@@ -27,6 +31,7 @@ import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -35,6 +40,7 @@ from pydantic import Field
 from media_ray.boxes import Box, clip_box, to_working
 from media_ray.catalog import BrandCatalog
 from media_ray.detectors import Detector, DetectorError, DetectorParams, Found
+from media_ray.detectors.ocr_layout import LayoutCheck, MarkLayout, mark_layout
 from media_ray.detectors.reference_views import foreground
 from media_ray.model import FrameBatch, FrameResult, empty_results
 
@@ -102,6 +108,28 @@ class OcrParams(DetectorParams):
         ge=0.0,
         description="how far a followed box is searched for, as a share of its size on each side",
     )
+    layout_check_growth: float = Field(
+        1.5,
+        ge=1.0,
+        description="a mark laid out over more than this many name boxes is boxed only where "
+        "the reference's own keypoints beyond the name are found where the layout puts them "
+        "(`layout_min_points`); elsewhere the name is reported without a box",
+    )
+    layout_min_points: int = Field(
+        2,
+        ge=0,
+        description="keypoints of the mark beyond its name (RootSIFT, ratio test) that must be "
+        "found where the layout puts them; 0 trusts every layout",
+    )
+    layout_tolerance: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="how far from where the layout puts it a keypoint may be found, as a share of the mark's diagonal",
+    )
+    layout_long_side: int = Field(
+        400, ge=32, description="the mark and the frame around it are compared with the mark's long side at most this"
+    )
 
 
 @dataclass(frozen=True)
@@ -110,13 +138,22 @@ class _Name:
     key: str  # letters and digits, case folded
 
 
+class _Seen(NamedTuple):
+    """A name read (or followed) in a frame: what is reported, and the box that is followed."""
+
+    label: str
+    score: float
+    box: Box | None  # reported: the mark's, the name's, or None where the mark is not seen
+    follow: Box  # the reported box, or the name's where none is reported
+
+
 @dataclass
 class _LiveState:
     """Where a live stream's last batch left its names: followed into the next batch."""
 
     seq: int
     read_at: float
-    found: list[Found]
+    found: list[_Seen]
     gray: np.ndarray
 
 
@@ -213,11 +250,20 @@ class OcrDetector(Detector):
         self._names = [_Name(b.id, _key(n)) for b in catalog for n in b.names if len(_key(n)) >= p.min_name_length]
         #: the mark's bounds around its name, in units of the name's box: (left, top, right, bottom)
         self._layouts: dict[str, Box] = {}
+        #: the marks whose layout is checked in the frame before their box is reported
+        self._marks: dict[str, MarkLayout] = {}
+        self._check = LayoutCheck(p.layout_tolerance, p.layout_long_side)
         if p.mark_box:
             for brand in catalog:
-                layout = self._layout(brand)
-                if layout is not None:
-                    self._layouts[brand.id] = layout
+                laid_out = self._layout(brand)
+                if laid_out is None:
+                    continue
+                layout, rgba = laid_out
+                self._layouts[brand.id] = layout
+                if p.layout_min_points > 0 and _growth(layout) > p.layout_check_growth:
+                    checked = mark_layout(rgba, layout)
+                    if checked is not None:
+                        self._marks[brand.id] = checked
         log.info(
             "ocr: %d names of %d brands; %d marks laid out around their names",
             len(self._names),
@@ -225,10 +271,10 @@ class OcrDetector(Detector):
             len(self._layouts),
         )
 
-    def _layout(self, brand) -> Box | None:
+    def _layout(self, brand) -> tuple[Box, np.ndarray] | None:
         """Where the brand's mark lies around its name in the first of its reference images
-        that the name is read in, in units of the name's box; None where none is, or where
-        the mark is more than `max_mark_growth` name boxes."""
+        that the name is read in, in units of the name's box, and that image; None where none
+        is, or where the mark is more than `max_mark_growth` name boxes."""
         for rgba in brand.images:
             h, w = rgba.shape[:2]
             s = max(1.0, _READ_REFERENCE_AT / max(h, w))  # small references are read enlarged
@@ -243,10 +289,10 @@ class OcrDetector(Detector):
                 flat = (rgba[..., :3] * alpha + ground * (1.0 - alpha)).astype(np.uint8)
                 flat = cv2.resize(flat, (round(w * s), round(h * s)), interpolation=cv2.INTER_CUBIC)
                 flat = cv2.copyMakeBorder(flat, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(ground,) * 3)
-                found = [f for f in self._read(flat, mark=False) if f.label == brand.id and f.box is not None]
+                found = [f for f in self._read(flat, mark=False) if f.label == brand.id]
                 if not found:
                     continue
-                x0, y0, x1, y1 = max(found, key=lambda f: f.score).box  # type: ignore[misc]
+                x0, y0, x1, y1 = max(found, key=lambda f: f.score).follow
                 ww, wh = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
                 layout = (
                     float((bounds[0] - x0) / ww),
@@ -254,10 +300,10 @@ class OcrDetector(Detector):
                     float((bounds[2] - x0) / ww),
                     float((bounds[3] - y0) / wh),
                 )
-                if (layout[2] - layout[0]) * (layout[3] - layout[1]) > self.params.max_mark_growth:
+                if _growth(layout) > self.params.max_mark_growth:
                     log.info("ocr: %s: its name is too small a part of its mark to place it", brand.id)
                     return None
-                return layout
+                return layout, rgba
         log.info("ocr: %s: its name is not read in its reference images; the word's box is reported", brand.id)
         return None
 
@@ -266,7 +312,7 @@ class OcrDetector(Detector):
         results = empty_results(batch)
         # shots not known (`shots.enabled` off): every frame may be a new picture, and is read
         cuts = batch.cuts if len(batch.cuts) == len(batch) else np.ones(len(batch), bool)
-        follow: list[Found] = []
+        follow: list[_Seen] = []
         gray_before: np.ndarray | None = None
         read_at = -np.inf
         before = self._live.pop(batch.stream_id, None) if batch.live else None
@@ -277,7 +323,7 @@ class OcrDetector(Detector):
             gray, scale = to_working(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), self.params.follow_long_side)
             fresh = gray_before is None or gray_before.shape != gray.shape or cuts[k]
             if fresh or t - read_at >= self.params.read_every_s - 1e-6:
-                found = self.detect_frame(rgb)
+                found = self._read(rgb, mark=True)
                 read_at = t
             else:
                 assert gray_before is not None
@@ -290,14 +336,12 @@ class OcrDetector(Detector):
                 self._live.popitem(last=False)
         return results
 
-    def _follow(self, f: Found, before: np.ndarray, now: np.ndarray, scale: float) -> Found | None:
+    def _follow(self, f: _Seen, before: np.ndarray, now: np.ndarray, scale: float) -> _Seen | None:
         """The name's box found again in the next frame by template matching, or None. The
         frames are grey, at `scale` of the source; boxes are in source pixels."""
-        if f.box is None:
-            return None
         p = self.params
         h, w = now.shape
-        x0, y0, x1, y1 = (int(round(v * scale)) for v in f.box)
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in f.follow)
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         bw, bh = x1 - x0, y1 - y0
         if bw < 4 or bh < 4:
@@ -313,37 +357,59 @@ class OcrDetector(Detector):
             return None
         # the box moves by what the template did; its size stays that of the box followed
         dx, dy = (sx0 + bx - x0) / scale, (sy0 + by - y0) / scale
-        fx0, fy0, fx1, fy1 = f.box
-        moved = clip_box((fx0 + dx, fy0 + dy, fx1 + dx, fy1 + dy), round(w / scale), round(h / scale))
-        return Found(f.label, f.score * best, moved)
+        size = round(w / scale), round(h / scale)
+
+        def moved(b: Box) -> Box:
+            return clip_box((b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy), *size)
+
+        return _Seen(f.label, f.score * best, None if f.box is None else moved(f.box), moved(f.follow))
 
     def detect_frame(self, rgb: np.ndarray) -> list[Found]:
-        """The brands named in one frame, with boxes in its pixels."""
-        return self._read(rgb, mark=True)
+        """The brands named in one frame, with boxes in its pixels (None where the mark laid
+        out around a name is not seen)."""
+        return [Found(f.label, f.score, f.box) for f in self._read(rgb, mark=True)]
 
-    def _read(self, rgb: np.ndarray, mark: bool) -> list[Found]:
+    def _read(self, rgb: np.ndarray, mark: bool) -> list[_Seen]:
         """The brands named in a picture, each with the box of its name, or of its mark (`mark`)
-        where the mark's layout is known."""
+        where the mark's layout is known (and, for a mark much larger than its name, seen:
+        `media_ray.detectors.ocr_layout`; without a box where it is not)."""
         if not self._names:
             return []
         p = self.params
         height, width = rgb.shape[:2]
         small, scale = to_working(rgb, p.working_long_side)
         lines, _ = self._reader()(np.ascontiguousarray(small[..., ::-1]))  # the engine wants BGR
-        found: dict[tuple[str, tuple[int, ...]], Found] = {}
+        found: dict[tuple[str, tuple[int, ...]], _Seen] = {}
+        gray: np.ndarray | None = None
         for quad, text, conf in lines or []:
             conf = float(conf)
             if conf < p.min_text_score:
                 continue
             quad = np.asarray(quad, np.float32) / scale
             for brand_id, closeness, span in self._names_in(text):
-                box = _span_box(quad, span)
+                word = _span_box(quad, span)
+                box: Box | None = word
+                follow = word
                 layout = self._layouts.get(brand_id) if mark else None
                 if layout is not None:
-                    box = _grown(box, layout)
-                box = clip_box(box, width, height)
-                f = Found(brand_id, conf * closeness, box)
-                key = (brand_id, tuple(round(v) for v in box))
+                    grown: Box | None = _grown(word, layout)
+                    checked = self._marks.get(brand_id)
+                    if checked is not None:
+                        if gray is None:
+                            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+                        seen = self._check.points_seen(gray, checked, _grown(word, layout))
+                        if seen < p.layout_min_points:
+                            # the name is there; its mark, as the reference lays it out, is not
+                            log.debug("read %r: %s's mark not seen around it (%d points)", text, brand_id, seen)
+                            grown = None
+                    if grown is not None:
+                        box = follow = grown
+                    else:
+                        box = None
+                follow = clip_box(follow, width, height)
+                box = None if box is None else clip_box(box, width, height)
+                f = _Seen(brand_id, conf * closeness, box, follow)
+                key = (brand_id, tuple(round(v) for v in follow))
                 if key not in found or found[key].score < f.score:
                     found[key] = f
                 log.debug("read %r: %s (%.2f)", text, brand_id, f.score)
@@ -375,6 +441,11 @@ class OcrDetector(Detector):
             if name.brand_id not in out or out[name.brand_id][0] < hit[0]:
                 out[name.brand_id] = hit
         return [(b, c, span) for b, (c, span) in out.items()]
+
+
+def _growth(layout: Box) -> float:
+    """The area of a mark laid out around its name, in name boxes."""
+    return float((layout[2] - layout[0]) * (layout[3] - layout[1]))
 
 
 def _grown(box: Box, layout: Box) -> Box:

@@ -178,16 +178,70 @@ def test_the_box_is_the_brands_whole_mark_laid_out_around_its_name(tmp_path):
     assert create("ocr", catalog).detect(batch)[1].detections == []
 
 
+def _crest_over_name() -> np.ndarray:
+    """A reference image, RGBA: a striped star in a ring over the brand's name, on transparency."""
+    rgba = np.zeros((340, 420, 4), np.uint8)
+    cv2.circle(rgba, (210, 120), 105, (30, 60, 160, 255), 14)
+    angles = np.linspace(-np.pi / 2, 1.5 * np.pi, 11)[:-1]
+    radii = np.where(np.arange(10) % 2 == 0, 88, 36)
+    star = np.stack([210 + radii * np.cos(angles), 120 + radii * np.sin(angles)], 1).astype(np.int32)
+    cv2.fillPoly(rgba, [star], (200, 40, 30, 255))
+    for y in range(60, 190, 18):
+        cv2.line(rgba, (150, y), (270, y + 10), (250, 220, 60, 255), 4)
+    cv2.putText(rgba, "KESTRA", (40, 310), FONT, 2.4, (20, 20, 120, 255), 6, cv2.LINE_AA)
+    return rgba
+
+
+def _paste(frame: np.ndarray, rgba: np.ndarray, x: int, y: int, s: float):
+    """The reference pasted into the frame at (x, y), scaled by s; returns the mark's bounds."""
+    small = cv2.resize(rgba, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    alpha = small[..., 3:] / 255.0
+    h, w = small.shape[:2]
+    frame[y : y + h, x : x + w] = (small[..., :3] * alpha + frame[y : y + h, x : x + w] * (1 - alpha)).astype(np.uint8)
+    ys, xs = np.nonzero(small[..., 3] >= 128)
+    return (x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1)
+
+
+def test_a_mark_much_larger_than_its_name_is_boxed_only_where_it_is_seen_around_the_name(tmp_path):
+    """The layout check: the crest over the name is boxed whole; the name written alone is
+    reported without a box (the brand is there, its mark is not), on the frames it is followed
+    into too; a frame without the name gives nothing."""
+    logo = _crest_over_name()
+    cv2.imwrite(str(tmp_path / "kestra.png"), cv2.cvtColor(logo, cv2.COLOR_RGBA2BGRA))
+    catalog = BrandCatalog.from_folder(tmp_path)
+    whole, alone, plain = _background(11), _background(12), _background(13)
+    mark = _paste(whole, logo, 420, 140, 1.1)
+    word = _write(alone, "KESTRA", (430, 520), 2.6, colour=(20, 20, 120))
+    frames = [whole, alone, alone, plain]
+    batch = dataclasses.replace(
+        FrameBatch.stack("test", 0, frames, [0.0, 0.2, 0.4, 0.6], [0, 1, 2, 3]),
+        cuts=np.array([True, True, False, True]),
+    )
+    detector = create("ocr", catalog)
+    assert "kestra" in detector._marks  # the mark is laid out over several name boxes: checked
+    results = detector.detect(batch)
+    [found] = results[0].detections
+    assert found.label == "kestra" and iou(found.box, mark) >= 0.5, (found.box, mark)
+    for followed in results[1:3]:
+        [named] = followed.detections
+        assert named.label == "kestra" and named.box is None
+    assert results[3].detections == []
+    # without the check, the name alone would have been given the whole mark's box
+    trusting = create("ocr", catalog, {"layout_min_points": 0}).detect(batch)
+    [guessed] = trusting[1].detections
+    assert guessed.box is not None and iou(guessed.box, word) < 0.5
+
+
 def _counting_reads(detector):
     """The detector, with a count of the frames it reads (the rest are followed)."""
     reads = []
-    read = detector.detect_frame
+    read = detector._read
 
-    def counted(rgb):
+    def counted(rgb, mark):
         reads.append(1)
-        return read(rgb)
+        return read(rgb, mark)
 
-    detector.detect_frame = counted
+    detector._read = counted
     return reads
 
 
