@@ -40,7 +40,7 @@ from pydantic import Field
 from media_ray.boxes import Box, clip_box, to_working
 from media_ray.catalog import BrandCatalog
 from media_ray.detectors import Detector, DetectorError, DetectorParams, Found
-from media_ray.detectors.ocr_layout import LayoutCheck, MarkLayout, mark_layout
+from media_ray.detectors.ocr_layout import LayoutCheck, MarkLayout
 from media_ray.detectors.reference_views import foreground
 from media_ray.model import FrameBatch, FrameResult, empty_results
 
@@ -128,7 +128,7 @@ class OcrParams(DetectorParams):
         description="how far from where the layout puts it a keypoint may be found, as a share of the mark's diagonal",
     )
     layout_long_side: int = Field(
-        400, ge=32, description="the mark and the frame around it are compared with the mark's long side at most this"
+        256, ge=32, description="the mark and the frame around it are compared with the mark's long side scaled to this"
     )
 
 
@@ -261,7 +261,7 @@ class OcrDetector(Detector):
                 layout, rgba = laid_out
                 self._layouts[brand.id] = layout
                 if p.layout_min_points > 0 and _growth(layout) > p.layout_check_growth:
-                    checked = mark_layout(rgba, layout)
+                    checked = self._check.mark(rgba, layout)
                     if checked is not None:
                         self._marks[brand.id] = checked
         log.info(
