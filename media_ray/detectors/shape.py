@@ -337,7 +337,10 @@ class ShapeDetector(Detector):
         seen: set[tuple[int, ...]] = set()
         for radius in p.close_radii if m.parted else p.close_radii[:1]:
             grouped = mask if radius == 0 else cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disk(radius))
-            n, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
+            # 16-bit labels where a window cannot hold more components (one in four pixels at
+            # most, 8-connected): the labelling writes half the memory, the same labels
+            ltype = cv2.CV_16U if grouped.size < 4 * 65535 else cv2.CV_32S
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8, ltype=ltype)
             x, y, bw, bh, area = (stats[1:, i] for i in range(5))
             # a region cut by the frame's edge shows no whole silhouette to compare
             ok = (
