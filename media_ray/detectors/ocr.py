@@ -128,7 +128,7 @@ class OcrParams(DetectorParams):
         description="how far from where the layout puts it a keypoint may be found, as a share of the mark's diagonal",
     )
     layout_long_side: int = Field(
-        256, ge=32, description="the mark and the frame around it are compared with the mark's long side scaled to this"
+        200, ge=32, description="the mark and the frame around it are compared with the mark's long side scaled to this"
     )
 
 
