@@ -62,6 +62,11 @@ class OcrParams(DetectorParams):
     min_name_similarity: float = Field(
         0.85, gt=0.0, le=1.0, description="how close (difflib ratio) a misread name must be"
     )
+    whole_words: bool = Field(
+        True,
+        description="a name is read only as whole words of a line ('Red Bull', 'RedBull'), not inside "
+        "a longer word ('Intelligence' does not name Intel, 'Googleplex' not Google)",
+    )
     min_name_length: int = Field(
         3,
         ge=1,
@@ -186,6 +191,10 @@ def _with_memory_arena(engine) -> None:
             options.enable_cpu_mem_arena = True
             providers = list(session.get_provider_options().items())
             holder.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+
+
+#: a word of a line read: letters and digits (of any script) between the rest
+_WORD = re.compile(r"[^\W_]+")
 
 
 def _key(text: str) -> str:
@@ -417,30 +426,68 @@ class OcrDetector(Detector):
 
     def _names_in(self, text: str) -> list[tuple[str, float, tuple[float, float]]]:
         """(brand id, closeness, (start, end) share of the line) for each brand the line names."""
-        p = self.params
-        line = _key(text)
+        words = _WORD.findall(text.casefold())
+        line = "".join(words)
         if not line:
             return []
+        # where the line's words start and end, in its letters and digits: a name is a run of
+        # whole words ("Red Bull", "RedBull"), not a part of one ("Intelligence", "Brand 10")
+        ends = np.cumsum([0] + [len(w) for w in words]).tolist()
+        runs = [(a, b) for i, a in enumerate(ends) for b in ends[i + 1 :]]
+        spans = self._spans(line, runs)
         out: dict[str, tuple[float, tuple[float, float]]] = {}
+        taken: list[tuple[int, int]] = []  # the spans that read a name exactly
         for name in self._names:
-            at = line.find(name.key)
-            if at >= 0:
-                hit = (1.0, (at / len(line), (at + len(name.key)) / len(line)))
-            else:
-                # a misread name: the whole line, or a window of the line as long as the name
-                best, where = 0.0, (0.0, 1.0)
-                n = len(name.key)
-                for start in range(0, max(1, len(line) - n + 1)):
-                    window = line[start : start + n] if len(line) > n else line
-                    r = difflib.SequenceMatcher(None, window, name.key).ratio()
-                    if r > best:
-                        best, where = r, (start / len(line), min(1.0, (start + n) / len(line)))
-                if best < p.min_name_similarity:
-                    continue
-                hit = (best, where)
-            if name.brand_id not in out or out[name.brand_id][0] < hit[0]:
-                out[name.brand_id] = hit
+            exact = [(a, b) for a, b in spans[len(name.key)] if line[a:b] == name.key]
+            if exact:
+                a, b = exact[0]
+                taken.append((a, b))
+                self._keep(out, name.brand_id, 1.0, (a / len(line), b / len(line)))
+        misread = self._misreads(line, spans, taken, set(out))
+        for brand_id, closeness, (a, b) in misread:
+            # a span as close to another brand's name says neither ("Brand" read for "Brand 1"..."Brand 9")
+            rivals = [c for other, c, (oa, ob) in misread if other != brand_id and oa < b and a < ob]
+            if all(closeness > c for c in rivals):
+                self._keep(out, brand_id, closeness, (a / len(line), b / len(line)))
         return [(b, c, span) for b, (c, span) in out.items()]
+
+    def _spans(self, line: str, runs: list[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
+        """Per length of a name, the spans of the line it may be read in: runs of whole words
+        about as long (`whole_words`), else every window of the line as long, or the whole line."""
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for n in {len(name.key) for name in self._names}:
+            if self.params.whole_words:
+                spans[n] = [(a, b) for a, b in runs if abs((b - a) - n) <= max(1, n // 4)]
+            else:
+                spans[n] = [(a, min(len(line), a + n)) for a in range(max(1, len(line) - n + 1))]
+        return spans
+
+    def _misreads(
+        self, line: str, spans: dict[int, list[tuple[int, int]]], taken: list[tuple[int, int]], read: set[str]
+    ) -> list[tuple[str, float, tuple[int, int]]]:
+        """(brand id, closeness, span) of the names not read exactly (`read`) but misread: the
+        span closest to each, among those that read no name exactly (`taken`: "Brand 10" is no
+        misread "Brand 1"), where it is close enough."""
+        misread: list[tuple[str, float, tuple[int, int]]] = []
+        for name in self._names:
+            if name.brand_id in read:
+                continue
+            best, where = 0.0, (0, len(line))
+            for a, b in spans[len(name.key)]:
+                if any(a < tb and ta < b for ta, tb in taken):
+                    continue
+                r = difflib.SequenceMatcher(None, line[a:b], name.key).ratio()
+                if r > best:
+                    best, where = r, (a, b)
+            if best >= self.params.min_name_similarity:
+                misread.append((name.brand_id, best, where))
+        return misread
+
+    @staticmethod
+    def _keep(out: dict[str, tuple[float, tuple[float, float]]], brand_id: str, closeness: float, span) -> None:
+        """A brand's name read in a span, kept where it is the closest reading of the brand."""
+        if brand_id not in out or out[brand_id][0] < closeness:
+            out[brand_id] = (closeness, span)
 
 
 def _growth(layout: Box) -> float:

@@ -114,6 +114,33 @@ def test_the_engine_runs_its_models_with_onnx_runtimes_memory_arena_and_reads_th
     assert any("GLOBEX" in line[1] for line in with_arena)
 
 
+def test_a_name_is_read_only_as_whole_words_of_a_line(catalog):
+    """'Globex' names Globex; 'Globexia' (a longer word) does not, on a generated frame too."""
+    frame = _background(21)
+    _write(frame, "GLOBEXIA", (380, 380), 3.0)
+    assert create("ocr", catalog).detect(FrameBatch.stack("test", 0, [frame], [0.0], [0]))[0].detections == []
+    detector = create("ocr", catalog)
+    assert [b for b, _, _ in detector._names_in("Initech Corp")] == ["initech"]
+    assert [b for b, _, _ in detector._names_in("by INITECH, 2024")] == ["initech"]
+    assert detector._names_in("Initechnology") == [] and detector._names_in("globexia") == []
+    # with whole_words off a name is found inside a word, as before
+    loose = create("ocr", catalog, {"whole_words": False})
+    assert [b for b, _, _ in loose._names_in("globexia")] == ["globex"]
+
+
+def test_a_misread_name_must_be_unambiguous_and_not_another_name_read_exactly(tmp_path):
+    (tmp_path / "brands.json").write_text(
+        json.dumps(
+            [{"id": f"brand{k}", "name": f"Brand {k}"} for k in range(1, 11)] + [{"id": "pepsi", "name": "Pepsi"}]
+        )
+    )
+    detector = create("ocr", BrandCatalog.from_folder(tmp_path))
+    assert [b for b, _, _ in detector._names_in("BRAND 10")] == ["brand10"]  # not also "Brand 1"
+    assert detector._names_in("BRAND") == []  # as close to every "Brand N": names none
+    [(brand, closeness, _)] = detector._names_in("EPSI")  # a letter lost: still Pepsi
+    assert brand == "pepsi" and 0.85 <= closeness < 1.0
+
+
 def _shot(seed: int, text: str | None, origins: list[tuple[int, int]]):
     """Frames of one shot: the same background, the name written at each origin in turn."""
     frames, boxes = [], []
