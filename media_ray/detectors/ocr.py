@@ -401,19 +401,17 @@ class OcrDetector(Detector):
                 follow = word
                 layout = self._layouts.get(brand_id) if mark else None
                 if layout is not None:
-                    grown: Box | None = _grown(word, layout)
+                    grown = _grown(word, layout)
                     checked = self._marks.get(brand_id)
+                    seen = p.layout_min_points
                     if checked is not None:
                         if gray is None:
                             gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-                        seen = self._check.points_seen(gray, checked, _grown(word, layout))
-                        if seen < p.layout_min_points:
-                            # the name is there; its mark, as the reference lays it out, is not
-                            log.debug("read %r: %s's mark not seen around it (%d points)", text, brand_id, seen)
-                            grown = None
-                    if grown is not None:
+                        seen = self._check.points_seen(gray, checked, grown)
+                    if seen >= p.layout_min_points:
                         box = follow = grown
-                    else:
+                    else:  # the name is there; its mark, as the reference lays it out, is not
+                        log.debug("read %r: %s's mark not seen around it (%d points)", text, brand_id, seen)
                         box = None
                 follow = clip_box(follow, width, height)
                 box = None if box is None else clip_box(box, width, height)
