@@ -314,6 +314,8 @@ class RtmpPublishGate:
     def _pump(self, link: _Link, readable) -> bool:
         """Move what is readable across the link; False when it is over."""
         for s in readable:
+            if s is not link.client and s is not link.upstream:
+                continue  # an upstream replaced by a reconnection earlier in this pass
             try:
                 data = s.recv(65536)
             except OSError:

@@ -11,6 +11,7 @@ import http.server
 import io
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -262,6 +263,44 @@ def test_rtmp_gate_keeps_a_publisher_when_the_listener_restarts_as_it_connects()
         assert received == [b"\x03" + bytes(1536)]
     finally:
         gate.close()
+        listener.close()
+
+
+def test_rtmp_gate_keeps_a_publisher_whose_data_and_the_listeners_reset_arrive_together():
+    """The publisher's first bytes and the reset of FFmpeg's listener read in one pass: sending
+    the bytes reconnects, and the reset upstream, still in the pass's readable list, is no
+    longer the link's and does not end it (the flake the test above showed under load)."""
+    from media_ray.rtmp import _Link
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    publisher, client = socket.socketpair()
+    first = socket.create_connection(listener.getsockname())
+    reset, _ = listener.accept()
+    reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    reset.close()
+    gate = RtmpPublishGate("127.0.0.1", 0, "k", listener.getsockname()[1])
+    link = _Link(client, first, "k", time.monotonic() + 5)
+    try:
+        publisher.sendall(b"\x03" + bytes(1536))
+        deadline = time.monotonic() + 5
+        while select.select([first], [], [], 0.05)[0] == [] and time.monotonic() < deadline:
+            pass  # until the reset is readable
+        assert gate._pump(link, [client, first])
+        assert link.upstream is not first
+        second, _ = listener.accept()
+        second.settimeout(5)
+        data = b""
+        while len(data) < 1537:
+            data += second.recv(4096)
+        assert data == b"\x03" + bytes(1536)
+        second.sendall(b"S0S1")
+        assert gate._pump(link, [link.upstream])
+        publisher.settimeout(5)
+        assert publisher.recv(4) == b"S0S1"
+        second.close()
+    finally:
+        link.close()
+        publisher.close()
         listener.close()
 
 
