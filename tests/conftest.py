@@ -79,6 +79,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: ports a test app is to bind later; below them Ray's workers take theirs (10002-19999)
+_LATE_PORTS = range(20000, 32000)
+_late_ports_issued: set[int] = set()
+
+
+def free_ports(n: int) -> list[int]:
+    """[first, last] of `n` consecutive ports on 127.0.0.1, free now, not issued before in
+    this session, and outside the system's ephemeral range, for a server that binds them long
+    after (an app's RTMP listeners, when a stream is created): a port of the ephemeral range,
+    as `free_port` gives, can be taken meanwhile by any process's outgoing connection."""
+    import random
+    import socket
+
+    low, high = 32768, 60999
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        pass
+    candidates = [p for p in _LATE_PORTS if not low <= p <= high and not low <= p + n - 1 <= high]
+
+    def bindable(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    for first in random.sample(candidates, min(200, len(candidates))):
+        block = range(first, first + n)
+        if _late_ports_issued.isdisjoint(block) and all(bindable(p) for p in block):
+            _late_ports_issued.update(block)
+            return [first, first + n - 1]  # a list: YAML writes it plainly
+    raise RuntimeError(f"no {n} consecutive free ports in {_LATE_PORTS} outside the ephemeral range")
+
+
 #: the API token of the test apps (`start_live_app`), unless a test gives its own
 TEST_TOKEN = "media-ray-test-token-0123456789abcdef"
 
@@ -132,7 +168,6 @@ def start_live_app(
 
     serve.shutdown()  # other tests run Serve without its HTTP proxy
     port = free_port()
-    rtmp = free_port()
     config = MediaRayConfig(
         http={
             "host": "127.0.0.1",
@@ -142,7 +177,7 @@ def start_live_app(
         },
         live={
             "sampling": {"fps": 5, "batch_size": 2},
-            "rtmp_ports": (rtmp, rtmp + 3),
+            "rtmp_ports": free_ports(4),
             "policy": source_policy_for(sample["folder"]),
             **live,
         },

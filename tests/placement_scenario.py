@@ -17,7 +17,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import httpx  # noqa: E402
 import ray  # noqa: E402
-from conftest import TEST_TOKEN, free_port, source_policy_for  # noqa: E402
+from conftest import TEST_TOKEN, free_port, free_ports, source_policy_for  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 from ray import serve  # noqa: E402
@@ -48,7 +48,7 @@ def main(clip: str, logos: str, with_lan: bool) -> None:
             "tiers": ["local", "lan", "cloud"],
             "tiered_detectors": [WHERE],
             "sampling": {"fps": 2},
-            "rtmp_ports": (free_port(), free_port()),
+            "rtmp_ports": free_ports(2),
             "policy": source_policy_for(os.path.dirname(os.path.abspath(clip))),
         },
         placement={WHERE: {"num_cpus": 0.2}, "default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},

@@ -151,7 +151,9 @@ def publish(app, url: str, seconds: float = 3) -> subprocess.CompletedProcess:
 @needs_ffmpeg
 def test_rtmp_keys_go_to_the_creator_only_and_rotation_refuses_the_old_one(live_app):
     app = live_app
-    created = app.http.post("/api/streams", json={"source": "rtmp"}).json()
+    r = app.http.post("/api/streams", json={"source": "rtmp"})
+    assert r.status_code == 201, r.text
+    created = r.json()
     sid, old = created["id"], created["stream_key"]
     try:
         assert re.fullmatch(r"rtmp://127\.0\.0\.1:\d+/live", created["publish_url"])

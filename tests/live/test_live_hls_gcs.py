@@ -16,7 +16,7 @@ import uuid
 import httpx
 import yaml
 from cli_support import assert_one_line_error, media_ray
-from conftest import TEST_TOKEN, free_port, source_policy_for
+from conftest import TEST_TOKEN, free_port, free_ports, source_policy_for
 from gcs_emulator import gcs, objects  # noqa: F401 (the fixture)
 
 
@@ -45,13 +45,13 @@ def _wait(predicate, timeout_s: float, what: str, server):
 
 def test_a_streams_hls_playback_is_copied_under_the_upload_prefix(gcs, sample, tmp_path):  # noqa: F811
     bucket = gcs.create_bucket(f"hls-{uuid.uuid4().hex[:8]}")
-    port, rtmp = free_port(), free_port()
+    port = free_port()
     config = {
         "http": {"host": "127.0.0.1", "port": port, "auth": {"token": TEST_TOKEN}},
         "live": {
             "hls_dir": str(tmp_path / "hls"),
             "hls_upload": f"gs://{bucket.name}/live/",
-            "rtmp_ports": [rtmp, rtmp + 1],
+            "rtmp_ports": free_ports(2),
             "sampling": {"fps": 2, "batch_size": 2},
             "policy": source_policy_for(sample["folder"]),
         },

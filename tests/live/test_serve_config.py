@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import yaml
 from cli_support import wait_until as _wait
-from conftest import TEST_TOKEN, free_port, source_policy_for
+from conftest import TEST_TOKEN, free_port, free_ports, source_policy_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE_CONFIG = ROOT / "deployments" / "serve_config.yaml"
@@ -40,13 +40,13 @@ def _all_running(base: str) -> dict | None:
 def _local_copy(tmp_path: Path, sample) -> tuple[Path, int, Path]:
     """The committed file, bound to 127.0.0.1 on a free port, every application given a media-ray
     config of this test (its token, namespace, source policy, HLS folder); no brands."""
-    port, rtmp = free_port(), free_port()
+    port = free_port()
     hls = tmp_path / "hls"
     media_ray_config = {
         "http": {"host": "127.0.0.1", "port": port, "auth": {"token": TEST_TOKEN}},
         "live": {
             "hls_dir": str(hls),
-            "rtmp_ports": [rtmp, rtmp + 1],
+            "rtmp_ports": free_ports(2),
             "sampling": {"fps": 2, "batch_size": 2},
             "policy": source_policy_for(sample["folder"]),
         },

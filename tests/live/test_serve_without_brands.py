@@ -12,18 +12,18 @@ import httpx
 import yaml
 from cli_support import serve_healthy as _health
 from cli_support import wait_until as _wait
-from conftest import TEST_TOKEN, free_port, source_policy_for
+from conftest import TEST_TOKEN, free_port, free_ports, source_policy_for
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 
 def test_serve_without_brands_starts_empty_and_takes_brands_with_their_colour(sample, tmp_path):
-    port, rtmp = free_port(), free_port()
+    port = free_port()
     config = {
         "http": {"host": "127.0.0.1", "port": port, "auth": {"token": TEST_TOKEN}},
         "live": {
             "hls_dir": str(tmp_path / "hls"),
-            "rtmp_ports": [rtmp, rtmp + 1],
+            "rtmp_ports": free_ports(2),
             "sampling": {"fps": 2, "batch_size": 2},
             "policy": source_policy_for(sample["folder"]),
         },

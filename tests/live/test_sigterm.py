@@ -14,17 +14,17 @@ import psutil
 import yaml
 from cli_support import serve_healthy as _health
 from cli_support import wait_until as _wait
-from conftest import free_port, source_policy_for
+from conftest import free_port, free_ports, source_policy_for
 
 
 def test_sigterm_stops_streams_and_removes_their_folders(sample, tmp_path):
-    port, rtmp = free_port(), free_port()
+    port = free_port()
     hls_root = tmp_path / "hls"
     config = {
         "http": {"host": "127.0.0.1", "port": port},  # no token: one is generated
         "live": {
             "hls_dir": str(hls_root),
-            "rtmp_ports": [rtmp, rtmp + 1],
+            "rtmp_ports": free_ports(2),
             "sampling": {"fps": 2, "batch_size": 2},
             "policy": source_policy_for(sample["folder"]),
         },

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import free_port
+from conftest import free_port, free_ports
 from prometheus_client.parser import text_string_to_metric_families
 from ray.dashboard.consts import DASHBOARD_METRIC_PORT
 
@@ -68,10 +68,10 @@ class Served:
 @contextlib.contextmanager
 def serving(sample, tmp_path: Path, ray: dict):
     """`media-ray serve` with the reference detector and `ray` settings, until it is ready."""
-    port, rtmp = free_port(), free_port()
+    port = free_port()
     config = {
         "http": {"host": "127.0.0.1", "port": port, "auth": {"token": TOKEN}},
-        "live": {"sampling": {"fps": 5, "batch_size": 2}, "rtmp_ports": [rtmp, rtmp + 1]},
+        "live": {"sampling": {"fps": 5, "batch_size": 2}, "rtmp_ports": free_ports(2)},
         "placement": {"default": {"num_cpus": 0.1}, "ingest": {"num_cpus": 0.1}},
         "ray": {"namespace": f"metrics-{port}", "app_prefix": f"metrics{port}", **ray},
     }
