@@ -85,10 +85,11 @@ _late_ports_issued: set[int] = set()
 
 
 def free_ports(n: int) -> list[int]:
-    """[first, last] of `n` consecutive ports on 127.0.0.1, free now, not issued before in
-    this session, and outside the system's ephemeral range, for a server that binds them long
-    after (an app's RTMP listeners, when a stream is created): a port of the ephemeral range,
-    as `free_port` gives, can be taken meanwhile by any process's outgoing connection."""
+    """[first, last] of `n` consecutive ports on 127.0.0.1, free now, not issued before by
+    this process (another process draws its own at random from 12000), and outside the
+    system's ephemeral range, for a server that binds them long after (an app's RTMP
+    listeners, when a stream is created): a port of the ephemeral range, as `free_port` gives,
+    can be taken meanwhile by any process's outgoing connection."""
     import random
     import socket
 
